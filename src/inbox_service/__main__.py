@@ -1,0 +1,3 @@
+from inbox_service.cli import main
+
+main()

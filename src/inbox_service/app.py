@@ -1,0 +1,91 @@
+"""`create_app(settings)`: the FastAPI application with its middlewares and routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from inbox_service import __version__
+from inbox_service.core.bodylimit import BodyLimitMiddleware
+from inbox_service.core.clock import Clock, SystemClock
+from inbox_service.core.config import Settings, get_settings
+from inbox_service.core.db import SessionMaker, create_engine, create_sessionmaker
+from inbox_service.core.errors import install_handlers
+from inbox_service.core.idempotency import IdempotencyMiddleware
+from inbox_service.core.metrics import MetricsMiddleware
+from inbox_service.core.ratelimit import RateLimitMiddleware
+from inbox_service.events.router import router as events_router
+from inbox_service.inboxes.router import router as inboxes_router
+from inbox_service.ops.router import router as ops_router
+from inbox_service.users.auth import authenticate
+from inbox_service.users.router import router as users_router
+
+DESCRIPTION = """\
+An open, API-first shared-inbox backend. Authenticate with `Authorization: Bearer <api key>`.
+Errors are RFC 9457 `application/problem+json`; lists are cursor-paginated; POSTs accept
+`Idempotency-Key`; editable objects carry `version`/`ETag` and accept `If-Match`.
+"""
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    sessionmaker: SessionMaker | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """The API. Tests pass their own sessionmaker (bound to a test transaction) and clock."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if sessionmaker is not None:
+            yield
+            return
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        app.state.sessionmaker = create_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="inbox-service",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        license_info={"name": "GPL-3.0-or-later", "identifier": "GPL-3.0-or-later"},
+    )
+    app.state.settings = settings
+    app.state.clock = clock or SystemClock()
+    app.state.authenticate = authenticate
+    if sessionmaker is not None:
+        app.state.sessionmaker = sessionmaker
+
+    install_handlers(app)
+    for router in (ops_router, users_router, inboxes_router, events_router):
+        app.include_router(router)
+
+    # Outermost first: metrics see everything; the body is bounded before anyone reads it;
+    # rate limits apply before idempotency replays, so a replay also counts.
+    app.add_middleware(
+        IdempotencyMiddleware,
+        sessionmaker=lambda: app.state.sessionmaker,
+        clock=lambda: app.state.clock,
+    )
+    app.add_middleware(
+        RateLimitMiddleware,
+        limit=settings.rate_limit_per_minute,
+        sessionmaker=lambda: app.state.sessionmaker,
+        clock=lambda: app.state.clock,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
+    return app

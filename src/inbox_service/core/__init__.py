@@ -1,0 +1,1 @@
+"""Cross-cutting code shared by every domain. Imports nothing from the domains."""

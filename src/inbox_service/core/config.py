@@ -1,0 +1,52 @@
+"""Settings, read from environment variables (and a `.env` file when present)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is the lower-case name of its env var."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/inbox",
+        description="SQLAlchemy URL of the PostgreSQL database (asyncpg driver).",
+    )
+    db_pool_size: int = Field(default=10, ge=1, description="Connections per process.")
+    inbox_secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key that encrypts stored credentials (IMAP/SMTP passwords, "
+        "webhook secrets). Generate one with `inbox-service generate-key`.",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest accepted request body (413 above)."
+    )
+    rate_limit_per_minute: int = Field(
+        default=600, ge=0, description="Requests per API key (or client IP) per minute; 0 = off."
+    )
+    worker_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often an idle worker looks for work."
+    )
+    worker_id: str | None = Field(default=None, description="Name of this worker in leases.")
+    log_level: str = Field(default="INFO", description="Python logging level.")
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated browser origins allowed by CORS."
+    )
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

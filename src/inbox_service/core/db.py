@@ -1,0 +1,62 @@
+"""Database plumbing: the declarative Base, engine and session factories, `transaction()`.
+
+Services never commit; the caller owns the unit of work. A request or a job opens one
+`transaction(sessionmaker)`, which commits on success and rolls back on any exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from sqlalchemy import DateTime, MetaData
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SessionMaker = async_sessionmaker[AsyncSession]
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column()
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        # Every timestamp is UTC; the session time zone keeps date_trunc & co honest.
+        connect_args={"server_settings": {"timezone": "UTC", "application_name": "inbox-service"}},
+    )
+
+
+def create_sessionmaker(bind: AsyncEngine) -> SessionMaker:
+    return async_sessionmaker(bind, expire_on_commit=False, autoflush=True)
+
+
+@asynccontextmanager
+async def transaction(sessionmaker: SessionMaker) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commit when the block succeeds, roll back when it raises."""
+    async with sessionmaker() as session, session.begin():
+        yield session

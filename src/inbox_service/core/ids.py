@@ -1,0 +1,23 @@
+"""Prefixed ULIDs: sortable by creation time, opaque to clients (`usr_01J…`)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def ulid(now_ms: int | None = None) -> str:
+    """A 26-character ULID: 48 bits of milliseconds then 80 random bits."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{ulid()}"

@@ -1,0 +1,108 @@
+"""Per-key rate limits, shared by every API replica through PostgreSQL.
+
+A fixed one-minute window per bucket (the API key's id, or the client address for
+requests without a well-formed key), counted with one upsert on an UNLOGGED table: no
+WAL, so it is cheap, and losing the counters in a database crash only forgives a minute.
+Answers carry `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; over the
+limit the answer is 429 with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import Integer, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from inbox_service.core.asgi import header, send_bytes
+from inbox_service.core.auth import parse_api_key
+from inbox_service.core.clock import Clock
+from inbox_service.core.db import Base, SessionMaker, transaction
+from inbox_service.core.errors import PROBLEM_JSON, TYPE_BASE
+
+WINDOW = timedelta(minutes=1)
+
+
+class RateLimitBucket(Base):
+    __tablename__ = "rate_limit_buckets"
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
+
+    bucket: Mapped[str] = mapped_column(String(80), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+
+
+_COUNT = text(
+    """
+    INSERT INTO rate_limit_buckets (bucket, window_start, hits) VALUES (:bucket, :window, 1)
+    ON CONFLICT (bucket, window_start)
+    DO UPDATE SET hits = rate_limit_buckets.hits + 1
+    RETURNING hits
+    """
+)
+
+
+def bucket_of(scope: Scope) -> str:
+    authorization = header(scope, b"authorization") or ""
+    parsed = parse_api_key(authorization.partition(" ")[2].strip())
+    if parsed is not None:
+        return f"key:{parsed[0]}"
+    client = scope.get("client")
+    return f"ip:{client[0] if client else 'unknown'}"
+
+
+class RateLimitMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        sessionmaker: Callable[[], SessionMaker],
+        clock: Callable[[], Clock],
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.sessionmaker = sessionmaker
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.limit <= 0 or scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        now = self.clock().now()
+        window = now.replace(second=0, microsecond=0)
+        async with transaction(self.sessionmaker()) as session:
+            hits = await session.execute(_COUNT, {"bucket": bucket_of(scope), "window": window})
+            count = int(hits.scalar_one())
+        reset = max(1, int((window + WINDOW - now).total_seconds() + 0.999))
+        headers = [
+            ("RateLimit-Limit", str(self.limit)),
+            ("RateLimit-Remaining", str(max(0, self.limit - count))),
+            ("RateLimit-Reset", str(reset)),
+        ]
+        if count > self.limit:
+            problem = {
+                "type": TYPE_BASE + "rate-limited",
+                "title": "Too many requests",
+                "status": 429,
+                "detail": f"more than {self.limit} requests a minute; retry in {reset} s",
+            }
+            await send_bytes(
+                send,
+                429,
+                json.dumps(problem).encode(),
+                [("content-type", PROBLEM_JSON), ("Retry-After", str(reset)), *headers],
+            )
+            return
+
+        extra = [(k.lower().encode(), v.encode()) for k, v in headers]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,143 @@
+"""`inbox-service dev`: API + worker in one process on an embedded PostgreSQL.
+
+Unless `DATABASE_URL` is set, a cluster is started from `<data-dir>/pgdata` on a free
+port of 127.0.0.1 (state survives restarts), the `inbox` database is created, migrations
+are applied, an admin key is printed, and Ctrl-C stops the API, the worker and the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+import uvicorn
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from inbox_service.core.clock import SystemClock
+from inbox_service.core.config import Settings
+from inbox_service.core.crypto import generate_key
+from inbox_service.core.db import create_engine, create_sessionmaker, transaction
+from inbox_service.core.migrations import upgrade
+from inbox_service.embedded_pg import EmbeddedPostgres, PostgresNotFound
+
+DEV_ADMIN_EMAIL = "admin@inbox.localhost"
+DEV_DATABASE = "inbox"
+
+
+def _secret_key(data_dir: Path) -> str:
+    """A Fernet key kept in the data dir, so stored credentials survive restarts."""
+    path = data_dir / "secret.key"
+    if not path.exists():
+        path.write_text(generate_key())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+async def _ensure_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(server_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _serve(settings: Settings, port: int, demo: bool) -> None:
+    from inbox_service.app import create_app
+    from inbox_service.users import service as users_service
+    from inbox_service.worker import Worker
+
+    engine = create_engine(settings.database_url, pool_size=4)
+    sessionmaker = create_sessionmaker(engine)
+    clock = SystemClock()
+    async with transaction(sessionmaker) as session:
+        admin, token = await users_service.bootstrap_admin(
+            session, email=DEV_ADMIN_EMAIL, name="Dev Admin", now=clock.now()
+        )
+        if demo:
+            await _add_demo_data(session, admin.id, now=clock.now())
+
+    app = create_app(settings, clock=clock)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level=settings.log_level.lower())
+    )
+    worker = Worker(sessionmaker, clock, poll_seconds=settings.worker_poll_seconds)
+    worker_task = asyncio.create_task(worker.run())
+    serve_task = asyncio.create_task(server.serve())
+    while not server.started and not serve_task.done():  # noqa: ASYNC110 (uvicorn has only a flag)
+        await asyncio.sleep(0.05)
+    if server.started:
+        base = f"http://127.0.0.1:{port}"
+        print(
+            f"\ninbox-service dev is running\n  API:   {base}\n  Docs:  {base}/docs\n"
+            f"  Admin: {DEV_ADMIN_EMAIL}\n  API key (admin): {token}\n"
+            f"  Try:   curl -H 'Authorization: Bearer {token}' {base}/v1/me\n"
+            "Ctrl-C stops everything.\n",
+            flush=True,
+        )
+    try:
+        await serve_task
+    finally:
+        worker.stop()
+        await worker_task
+        await engine.dispose()
+
+
+async def _add_demo_data(session: AsyncSession, admin_id: str, *, now: datetime) -> None:
+    """A demo inbox with the admin and a demo agent as members (once)."""
+    from inbox_service.inboxes import service as inboxes_service
+    from inbox_service.inboxes.models import Inbox
+    from inbox_service.inboxes.schemas import InboxIn
+    from inbox_service.users import service as users_service
+    from inbox_service.users.models import User
+    from inbox_service.users.schemas import UserIn
+
+    if await session.scalar(select(Inbox.id).where(Inbox.address == "support@demo.localhost")):
+        return
+    inbox = await inboxes_service.create_inbox(
+        session, InboxIn(name="Demo Support", address="support@demo.localhost"), now=now
+    )
+    agent = await session.scalar(select(User).where(User.email == "agent@demo.localhost"))
+    if agent is None:
+        agent = await users_service.create_user(
+            session, UserIn(email="agent@demo.localhost", name="Demo Agent"), now=now
+        )
+    for user_id in (admin_id, agent.id):
+        await inboxes_service.add_member(session, inbox, user_id, now=now)
+
+
+def run_dev(*, port: int, demo: bool, data_dir: Path) -> int:
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env_settings = Settings()
+    overrides: dict[str, object] = {}
+    if env_settings.inbox_secret_key is None:
+        overrides["inbox_secret_key"] = SecretStr(_secret_key(data_dir))
+
+    postgres: EmbeddedPostgres | None = None
+    if "DATABASE_URL" not in os.environ:
+        try:
+            postgres = EmbeddedPostgres(data_dir / "pgdata")
+            postgres.start()
+        except PostgresNotFound as exc:
+            print(f"inbox-service dev: {exc}", file=sys.stderr)
+            return 2
+        asyncio.run(_ensure_database(postgres.url(), DEV_DATABASE))
+        overrides["database_url"] = postgres.url(DEV_DATABASE)
+    settings = env_settings.model_copy(update=overrides)
+    try:
+        upgrade(settings.database_url)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(settings, port, demo))
+    finally:
+        if postgres is not None:
+            postgres.stop()
+    return 0

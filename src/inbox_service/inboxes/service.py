@@ -1,0 +1,113 @@
+"""Inboxes and their members."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from inbox_service.core.auth import Caller
+from inbox_service.core.errors import NotFound
+from inbox_service.core.events import EventType, emit
+from inbox_service.core.ids import new_id
+from inbox_service.core.pagination import PageParams, keyset_page
+from inbox_service.inboxes.models import Inbox, InboxMember
+from inbox_service.inboxes.schemas import InboxIn, InboxOut, InboxPatch
+from inbox_service.users import service as users_service
+
+
+def _snapshot(inbox: Inbox) -> dict[str, object]:
+    return {"inbox": InboxOut.model_validate(inbox).model_dump(mode="json")}
+
+
+async def get_visible(session: AsyncSession, caller: Caller, inbox_id: str) -> Inbox:
+    """The inbox, if the caller may see it; 404 otherwise (also for another team's ids)."""
+    inbox = await session.scalar(select(Inbox).where(Inbox.id == inbox_id, caller.scope(Inbox.id)))
+    if inbox is None:
+        raise NotFound(f"no inbox {inbox_id}")
+    return inbox
+
+
+async def list_inboxes(
+    session: AsyncSession, caller: Caller, params: PageParams
+) -> tuple[list[Inbox], str | None]:
+    stmt = select(Inbox).where(caller.scope(Inbox.id))
+    return await keyset_page(session, stmt, keys=[Inbox.id], params=params, key_of=lambda i: [i.id])
+
+
+async def create_inbox(session: AsyncSession, data: InboxIn, *, now: datetime) -> Inbox:
+    inbox = Inbox(id=new_id("inb"), created_at=now, updated_at=now, version=1, **data.model_dump())
+    session.add(inbox)
+    await session.flush()
+    await emit(session, EventType.INBOX_CREATED, _snapshot(inbox), now=now, inbox_id=inbox.id)
+    return inbox
+
+
+async def update_inbox(
+    session: AsyncSession, inbox: Inbox, patch: InboxPatch, *, now: datetime
+) -> Inbox:
+    changes = patch.model_dump(exclude_unset=True, exclude_none=True)
+    for field, value in changes.items():
+        setattr(inbox, field, value)
+    inbox.version += 1
+    inbox.updated_at = now
+    await session.flush()
+    await emit(session, EventType.INBOX_UPDATED, _snapshot(inbox), now=now, inbox_id=inbox.id)
+    return inbox
+
+
+async def delete_inbox(session: AsyncSession, inbox: Inbox, *, now: datetime) -> None:
+    await emit(session, EventType.INBOX_DELETED, _snapshot(inbox), now=now, inbox_id=inbox.id)
+    await session.delete(inbox)
+    await session.flush()
+
+
+async def list_members(session: AsyncSession, inbox: Inbox) -> list[InboxMember]:
+    rows = await session.scalars(
+        select(InboxMember).where(InboxMember.inbox_id == inbox.id).order_by(InboxMember.user_id)
+    )
+    return list(rows)
+
+
+async def add_member(
+    session: AsyncSession, inbox: Inbox, user_id: str, *, now: datetime
+) -> tuple[InboxMember, bool]:
+    """Make the user a member; (membership, created). Adding twice changes nothing."""
+    await users_service.get_user(session, user_id)
+    created = await session.scalar(
+        insert(InboxMember)
+        .values(inbox_id=inbox.id, user_id=user_id, created_at=now)
+        .on_conflict_do_nothing()
+        .returning(InboxMember.user_id)
+    )
+    member = await session.get_one(InboxMember, (inbox.id, user_id))
+    if created is not None:
+        await emit(
+            session,
+            EventType.INBOX_MEMBER_ADDED,
+            {"inbox_id": inbox.id, "user_id": user_id},
+            now=now,
+            inbox_id=inbox.id,
+        )
+    return member, created is not None
+
+
+async def remove_member(
+    session: AsyncSession, inbox: Inbox, user_id: str, *, now: datetime
+) -> None:
+    removed = await session.scalar(
+        delete(InboxMember)
+        .where(InboxMember.inbox_id == inbox.id, InboxMember.user_id == user_id)
+        .returning(InboxMember.user_id)
+    )
+    if removed is None:
+        raise NotFound(f"user {user_id} is not a member of inbox {inbox.id}")
+    await emit(
+        session,
+        EventType.INBOX_MEMBER_REMOVED,
+        {"inbox_id": inbox.id, "user_id": user_id},
+        now=now,
+        inbox_id=inbox.id,
+    )

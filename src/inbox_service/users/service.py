@@ -1,0 +1,181 @@
+"""Users and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from inbox_service.core.auth import Caller, new_api_key
+from inbox_service.core.errors import Conflict, Forbidden, Invalid, NotFound
+from inbox_service.core.ids import new_id
+from inbox_service.core.pagination import PageParams, keyset_page
+from inbox_service.inboxes.models import InboxMember
+from inbox_service.users.models import ApiKey, User
+from inbox_service.users.schemas import ApiKeyIn, UserIn, UserPatch
+
+# What an agent may change about themselves; the rest is for admins.
+SELF_SERVICE_FIELDS = {"name", "availability"}
+
+
+def _live_users() -> Select[User]:
+    return select(User).where(User.deleted_at.is_(None))
+
+
+async def _email_taken(session: AsyncSession, email: str, *, except_id: str | None = None) -> bool:
+    stmt = select(User.id).where(User.deleted_at.is_(None), func.lower(User.email) == email.lower())
+    if except_id is not None:
+        stmt = stmt.where(User.id != except_id)
+    return await session.scalar(stmt) is not None
+
+
+async def create_user(session: AsyncSession, data: UserIn, *, now: datetime) -> User:
+    """A new user; 409 when a live user already has the address."""
+    if await _email_taken(session, data.email):
+        raise Conflict(f"a user with email {data.email} exists")
+    user = User(id=new_id("usr"), created_at=now, updated_at=now, version=1, **data.model_dump())
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent create with the same address
+        raise Conflict(f"a user with email {data.email} exists") from exc
+    return user
+
+
+async def get_user(session: AsyncSession, user_id: str) -> User:
+    user = await session.scalar(_live_users().where(User.id == user_id))
+    if user is None:
+        raise NotFound(f"no user {user_id}")
+    return user
+
+
+async def inbox_ids_of(session: AsyncSession, user_id: str) -> list[str]:
+    rows = await session.scalars(
+        select(InboxMember.inbox_id)
+        .where(InboxMember.user_id == user_id)
+        .order_by(InboxMember.inbox_id)
+    )
+    return list(rows)
+
+
+async def list_users(session: AsyncSession, params: PageParams) -> tuple[list[User], str | None]:
+    return await keyset_page(
+        session, _live_users(), keys=[User.id], params=params, key_of=lambda u: [u.id]
+    )
+
+
+async def update_user(
+    session: AsyncSession, caller: Caller, user: User, patch: UserPatch, *, now: datetime
+) -> User:
+    """Apply `patch`; agents may only change their own name and availability."""
+    changes = patch.model_dump(exclude_unset=True)
+    if any(value is None for value in changes.values()):
+        field = next(k for k, v in changes.items() if v is None)
+        raise Invalid(f"{field} cannot be null", loc=["body", field])
+    if not caller.is_admin and (user.id != caller.user_id or set(changes) - SELF_SERVICE_FIELDS):
+        raise Forbidden("agents may change only their own name and availability")
+    if "email" in changes and await _email_taken(session, changes["email"], except_id=user.id):
+        raise Conflict(f"a user with email {changes['email']} exists")
+    if changes.get("role") == "agent" and user.role == "admin":
+        await _keep_one_admin(session, user)
+    for field, value in changes.items():
+        setattr(user, field, value)
+    user.version += 1
+    user.updated_at = now
+    await session.flush()
+    return user
+
+
+async def _keep_one_admin(session: AsyncSession, leaving: User) -> None:
+    others = await session.scalar(
+        select(func.count())
+        .select_from(User)
+        .where(User.role == "admin", User.deleted_at.is_(None), User.id != leaving.id)
+    )
+    if not others:
+        raise Conflict("this is the last admin; promote another user first")
+
+
+async def delete_user(session: AsyncSession, user: User, *, now: datetime) -> None:
+    """Soft delete: history keeps the user; keys stop working and memberships end."""
+    if user.role == "admin":
+        await _keep_one_admin(session, user)
+    user.deleted_at = now
+    user.updated_at = now
+    user.version += 1
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    await session.execute(delete(InboxMember).where(InboxMember.user_id == user.id))
+    await session.flush()
+
+
+async def create_api_key(
+    session: AsyncSession, caller: Caller, data: ApiKeyIn, *, now: datetime
+) -> tuple[ApiKey, str]:
+    """A new key and its one-time secret. Admins may create keys for other users."""
+    owner_id = data.user_id or caller.user_id
+    if owner_id != caller.user_id:
+        if not caller.is_admin:
+            raise Forbidden("only admins create keys for other users")
+        await get_user(session, owner_id)
+    if data.expires_at is not None and data.expires_at <= now:
+        raise Invalid("expires_at must be in the future", loc=["body", "expires_at"])
+    fresh = new_api_key()
+    key = ApiKey(
+        id=new_id("key"),
+        user_id=owner_id,
+        name=data.name,
+        key_id=fresh.key_id,
+        secret_hash=fresh.secret_hash,
+        created_at=now,
+        expires_at=data.expires_at,
+    )
+    session.add(key)
+    await session.flush()
+    return key, fresh.token
+
+
+def _visible_keys(caller: Caller) -> Select[ApiKey]:
+    stmt = select(ApiKey)
+    return stmt if caller.is_admin else stmt.where(ApiKey.user_id == caller.user_id)
+
+
+async def list_api_keys(
+    session: AsyncSession, caller: Caller, params: PageParams, *, user_id: str | None = None
+) -> tuple[list[ApiKey], str | None]:
+    stmt = _visible_keys(caller)
+    if user_id is not None:
+        stmt = stmt.where(ApiKey.user_id == user_id)
+    return await keyset_page(
+        session, stmt, keys=[ApiKey.id], params=params, key_of=lambda k: [k.id]
+    )
+
+
+async def revoke_api_key(
+    session: AsyncSession, caller: Caller, key_id: str, *, now: datetime
+) -> None:
+    key = await session.scalar(_visible_keys(caller).where(ApiKey.id == key_id))
+    if key is None:
+        raise NotFound(f"no API key {key_id}")
+    if key.revoked_at is None:
+        key.revoked_at = now
+    await session.flush()
+
+
+async def bootstrap_admin(
+    session: AsyncSession, *, email: str, name: str, now: datetime
+) -> tuple[User, str]:
+    """The admin user with this address (created if missing) and a fresh key for it."""
+    user = await session.scalar(_live_users().where(func.lower(User.email) == email.lower()))
+    if user is None:
+        user = await create_user(session, UserIn(email=email, name=name, role="admin"), now=now)
+    elif user.role != "admin":
+        raise Conflict(f"{email} exists and is not an admin")
+    admin = Caller(user_id=user.id, role="admin", inbox_ids=None)
+    _, token = await create_api_key(session, admin, ApiKeyIn(name="create-admin"), now=now)
+    return user, token

@@ -1,0 +1,72 @@
+"""The background runner: loops over every domain's jobs until told to stop.
+
+Each pass runs every job once (periodic jobs only when due and claimed; queue jobs claim
+their own rows). A pass that found no work sleeps `worker_poll_seconds`. SIGTERM or
+SIGINT stops the loop after the job in progress: work is claimed in rows with leases, so
+a worker that is killed instead loses nothing; its leases expire and others take over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+
+from inbox_service.core.clock import Clock
+from inbox_service.core.db import SessionMaker
+from inbox_service.core.jobs import Job, default_worker_id, run_job
+from inbox_service.ops.jobs import JOBS as OPS_JOBS
+
+log = logging.getLogger(__name__)
+
+
+def all_jobs() -> list[Job]:
+    return [*OPS_JOBS]
+
+
+class Worker:
+    def __init__(
+        self,
+        sessionmaker: SessionMaker,
+        clock: Clock,
+        *,
+        jobs: Sequence[Job] | None = None,
+        worker_id: str | None = None,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.clock = clock
+        self.jobs = list(jobs if jobs is not None else all_jobs())
+        self.worker_id = worker_id or default_worker_id()
+        self.poll_seconds = poll_seconds
+        self.stopping = asyncio.Event()
+
+    async def run_pass(self) -> int:
+        """Run every job once; the amount of work done. A failing job never stops the others."""
+        done = 0
+        for job in self.jobs:
+            if self.stopping.is_set():
+                break
+            try:
+                done += await run_job(self.sessionmaker, self.clock, job, worker_id=self.worker_id)
+            except Exception:
+                log.exception("job %s failed; it will be retried", job.name)
+        return done
+
+    async def run(self) -> None:
+        log.info("worker %s started with %d jobs", self.worker_id, len(self.jobs))
+        while not self.stopping.is_set():
+            if await self.run_pass() == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), self.poll_seconds)
+        log.info("worker %s stopped", self.worker_id)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -13,7 +14,7 @@ from inbox_service.core.bodylimit import BodyLimitMiddleware
 from inbox_service.core.clock import Clock, SystemClock
 from inbox_service.core.config import Settings, get_settings
 from inbox_service.core.db import SessionMaker, create_engine, create_sessionmaker
-from inbox_service.core.errors import install_handlers
+from inbox_service.core.errors import PROBLEM_JSON, install_handlers
 from inbox_service.core.idempotency import IdempotencyMiddleware
 from inbox_service.core.metrics import MetricsMiddleware
 from inbox_service.core.ratelimit import RateLimitMiddleware
@@ -88,4 +89,24 @@ def create_app(
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
+    app.openapi = _with_problem_only_errors(app)  # type: ignore[method-assign]
     return app
+
+
+def _with_problem_only_errors(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """Error responses are documented as `application/problem+json` only (what we send)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    for response in operation.get("responses", {}).values():
+                        content = response.get("content", {})
+                        if PROBLEM_JSON in content:
+                            content.pop("application/json", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi

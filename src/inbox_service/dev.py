@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from inbox_service.core.db import create_engine, create_sessionmaker, transactio
 from inbox_service.core.migrations import upgrade
 from inbox_service.embedded_pg import EmbeddedPostgres, PostgresNotFound
 
-DEV_ADMIN_EMAIL = "admin@inbox.localhost"
+DEV_ADMIN_EMAIL = "admin@example.com"
 DEV_DATABASE = "inbox"
 
 
@@ -50,6 +52,14 @@ async def _ensure_database(server_url: str, name: str) -> None:
         await conn.close()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: `dev` stops the API and worker together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def _serve(settings: Settings, port: int, demo: bool) -> None:
     from inbox_service.app import create_app
     from inbox_service.users import service as users_service
@@ -66,10 +76,18 @@ async def _serve(settings: Settings, port: int, demo: bool) -> None:
             await _add_demo_data(session, admin.id, now=clock.now())
 
     app = create_app(settings, clock=clock)
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level=settings.log_level.lower())
     )
     worker = Worker(sessionmaker, clock, poll_seconds=settings.worker_poll_seconds)
+
+    def shut_down() -> None:
+        server.should_exit = True
+        worker.stop()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, shut_down)
     worker_task = asyncio.create_task(worker.run())
     serve_task = asyncio.create_task(server.serve())
     while not server.started and not serve_task.done():  # noqa: ASYNC110 (uvicorn has only a flag)
@@ -100,15 +118,15 @@ async def _add_demo_data(session: AsyncSession, admin_id: str, *, now: datetime)
     from inbox_service.users.models import User
     from inbox_service.users.schemas import UserIn
 
-    if await session.scalar(select(Inbox.id).where(Inbox.address == "support@demo.localhost")):
+    if await session.scalar(select(Inbox.id).where(Inbox.address == "support@example.com")):
         return
     inbox = await inboxes_service.create_inbox(
-        session, InboxIn(name="Demo Support", address="support@demo.localhost"), now=now
+        session, InboxIn(name="Demo Support", address="support@example.com"), now=now
     )
-    agent = await session.scalar(select(User).where(User.email == "agent@demo.localhost"))
+    agent = await session.scalar(select(User).where(User.email == "agent@example.com"))
     if agent is None:
         agent = await users_service.create_user(
-            session, UserIn(email="agent@demo.localhost", name="Demo Agent"), now=now
+            session, UserIn(email="agent@example.com", name="Demo Agent"), now=now
         )
     for user_id in (admin_id, agent.id):
         await inboxes_service.add_member(session, inbox, user_id, now=now)
@@ -135,9 +153,10 @@ def run_dev(*, port: int, demo: bool, data_dir: Path) -> int:
     settings = env_settings.model_copy(update=overrides)
     try:
         upgrade(settings.database_url)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(settings, port, demo))
+        asyncio.run(_serve(settings, port, demo))
     finally:
+        # A second Ctrl-C must not interrupt the cluster's shutdown half-way.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if postgres is not None:
             postgres.stop()
     return 0

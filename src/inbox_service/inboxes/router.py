@@ -5,23 +5,19 @@ from fastapi import APIRouter, Response, status
 from inbox_service.core.deps import CurrentCaller, CurrentClock, IfMatch, Session
 from inbox_service.core.errors import problems
 from inbox_service.core.etag import check_if_match, set_etag
-from inbox_service.core.pagination import Page, PageParamsDep
+from inbox_service.core.pagination import PageParamsDep
 from inbox_service.inboxes import service
 from inbox_service.inboxes.models import Inbox, InboxMember
-from inbox_service.inboxes.schemas import InboxIn, InboxMemberOut, InboxOut, InboxPatch
+from inbox_service.inboxes.schemas import InboxIn, InboxMemberOut, InboxOut, InboxPage, InboxPatch
 
 router = APIRouter(prefix="/v1/inboxes", tags=["inboxes"], responses=problems(401, 422, 429))
 
 
-@router.get("", response_model=Page[InboxOut])
-async def list_inboxes(
-    session: Session, caller: CurrentCaller, page: PageParamsDep
-) -> Page[InboxOut]:
+@router.get("", response_model=InboxPage)
+async def list_inboxes(session: Session, caller: CurrentCaller, page: PageParamsDep) -> InboxPage:
     """The inboxes you can see (admins: all)."""
     inboxes, next_cursor = await service.list_inboxes(session, caller, page)
-    return Page[InboxOut](
-        items=[InboxOut.model_validate(i) for i in inboxes], next_cursor=next_cursor
-    )
+    return InboxPage(items=[InboxOut.model_validate(i) for i in inboxes], next_cursor=next_cursor)
 
 
 @router.post(

@@ -4,6 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, EmailStr
 
+from inbox_service.core.pagination import Page
 from inbox_service.users.schemas import Name, StrictIn
 
 
@@ -34,3 +35,7 @@ class InboxMemberOut(BaseModel):
     inbox_id: str
     user_id: str
     created_at: datetime
+
+
+class InboxPage(Page[InboxOut]):
+    """A page of inboxs."""

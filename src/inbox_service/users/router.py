@@ -7,16 +7,18 @@ from fastapi import APIRouter, Query, Response, status
 from inbox_service.core.deps import CurrentCaller, CurrentClock, IfMatch, Session
 from inbox_service.core.errors import problems
 from inbox_service.core.etag import check_if_match, set_etag
-from inbox_service.core.pagination import Page, PageParamsDep
+from inbox_service.core.pagination import PageParamsDep
 from inbox_service.users import service
 from inbox_service.users.models import User
 from inbox_service.users.schemas import (
     ApiKeyCreated,
     ApiKeyIn,
     ApiKeyOut,
+    ApiKeyPage,
     MeOut,
     UserIn,
     UserOut,
+    UserPage,
     UserPatch,
 )
 
@@ -32,11 +34,11 @@ async def get_me(session: Session, caller: CurrentCaller, response: Response) ->
     return MeOut(**UserOut.model_validate(user).model_dump(), inbox_ids=inbox_ids)
 
 
-@router.get("/users", response_model=Page[UserOut], tags=["users"])
-async def list_users(session: Session, caller: CurrentCaller, page: PageParamsDep) -> Page[UserOut]:
+@router.get("/users", response_model=UserPage, tags=["users"])
+async def list_users(session: Session, caller: CurrentCaller, page: PageParamsDep) -> UserPage:
     """Every user of the team (agents see their teammates, e.g. to assign)."""
     users, next_cursor = await service.list_users(session, page)
-    return Page[UserOut](items=[UserOut.model_validate(u) for u in users], next_cursor=next_cursor)
+    return UserPage(items=[UserOut.model_validate(u) for u in users], next_cursor=next_cursor)
 
 
 @router.post(
@@ -120,18 +122,16 @@ async def create_api_key(
     return ApiKeyCreated(**ApiKeyOut.model_validate(key).model_dump(), secret=token)
 
 
-@router.get("/api-keys", response_model=Page[ApiKeyOut], tags=["api-keys"])
+@router.get("/api-keys", response_model=ApiKeyPage, tags=["api-keys"])
 async def list_api_keys(
     session: Session,
     caller: CurrentCaller,
     page: PageParamsDep,
     user_id: Annotated[str | None, Query(description="Only this user's keys (admin).")] = None,
-) -> Page[ApiKeyOut]:
+) -> ApiKeyPage:
     """Your API keys (admins: everyone's)."""
     keys, next_cursor = await service.list_api_keys(session, caller, page, user_id=user_id)
-    return Page[ApiKeyOut](
-        items=[ApiKeyOut.model_validate(k) for k in keys], next_cursor=next_cursor
-    )
+    return ApiKeyPage(items=[ApiKeyOut.model_validate(k) for k in keys], next_cursor=next_cursor)
 
 
 @router.delete(

@@ -5,6 +5,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
+from inbox_service.core.pagination import Page
+
 Availability = Literal["available", "away"]
 RoleName = Literal["admin", "agent"]
 # Names end up in mail headers later: no control characters (CR/LF injection).
@@ -79,3 +81,11 @@ class ApiKeyOut(BaseModel):
 
 class ApiKeyCreated(ApiKeyOut):
     secret: str = Field(description="The API key. Shown once; store it now.")
+
+
+class UserPage(Page[UserOut]):
+    """A page of users."""
+
+
+class ApiKeyPage(Page[ApiKeyOut]):
+    """A page of apikeys."""

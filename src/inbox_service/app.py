@@ -20,6 +20,7 @@ from inbox_service.core.metrics import MetricsMiddleware
 from inbox_service.core.ratelimit import RateLimitMiddleware
 from inbox_service.events.router import router as events_router
 from inbox_service.inboxes.router import router as inboxes_router
+from inbox_service.ingest.router import router as ingest_router
 from inbox_service.ops.router import router as ops_router
 from inbox_service.users.auth import authenticate
 from inbox_service.users.router import router as users_router
@@ -71,7 +72,7 @@ def create_app(
         app.state.sessionmaker = sessionmaker
 
     install_handlers(app)
-    for router in (ops_router, users_router, inboxes_router, events_router):
+    for router in (ops_router, users_router, inboxes_router, ingest_router, events_router):
         app.include_router(router)
 
     # Outermost first: metrics see everything; the body is bounded before anyone reads it;

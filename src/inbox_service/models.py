@@ -1,20 +1,39 @@
 """Every table, imported in one place: alembic's autogenerate and the tests see them all."""
 
+from inbox_service.alerts.models import Alert
+from inbox_service.contacts.models import Contact
+from inbox_service.conversations.models import (
+    Attachment,
+    Conversation,
+    Message,
+    MessageLocation,
+    MessageRaw,
+)
 from inbox_service.core.db import Base
 from inbox_service.core.events import Event
 from inbox_service.core.idempotency import IdempotencyKey
 from inbox_service.core.jobs import PeriodicJob
 from inbox_service.core.ratelimit import RateLimitBucket
 from inbox_service.inboxes.models import Inbox, InboxMember
+from inbox_service.ingest.models import FolderSyncState, InboxSyncState
 from inbox_service.users.models import ApiKey, User
 
 __all__ = [
+    "Alert",
     "ApiKey",
+    "Attachment",
     "Base",
+    "Contact",
+    "Conversation",
     "Event",
+    "FolderSyncState",
     "IdempotencyKey",
     "Inbox",
     "InboxMember",
+    "InboxSyncState",
+    "Message",
+    "MessageLocation",
+    "MessageRaw",
     "PeriodicJob",
     "RateLimitBucket",
     "User",

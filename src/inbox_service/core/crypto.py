@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from pydantic import SecretStr
 
 
 class CredentialCipher:
@@ -26,3 +27,8 @@ class CredentialCipher:
 
 def generate_key() -> str:
     return Fernet.generate_key().decode()
+
+
+def cipher_from(key: SecretStr | None) -> CredentialCipher | None:
+    """The cipher for the configured INBOX_SECRET_KEY, or None when none is configured."""
+    return CredentialCipher(key.get_secret_value()) if key is not None else None

@@ -60,3 +60,13 @@ async def transaction(sessionmaker: SessionMaker) -> AsyncIterator[AsyncSession]
     """One unit of work: commit when the block succeeds, roll back when it raises."""
     async with sessionmaker() as session, session.begin():
         yield session
+
+
+async def end_before_network_io(session: AsyncSession) -> None:
+    """Commit what the request did so far, before it waits on a remote server.
+
+    A transaction held open across network I/O would hold back the event feed (and
+    vacuum) for as long as the remote server takes. Nothing may be written afterwards:
+    the request's `transaction()` has nothing left to commit.
+    """
+    await session.commit()

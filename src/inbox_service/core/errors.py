@@ -187,18 +187,45 @@ async def _handle_validation(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _handle_http(_: Request, exc: Exception) -> JSONResponse:
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def _path_matches(template: str, path: str) -> bool:
+    want, got = template.split("/"), path.split("/")
+    return len(want) == len(got) and all(
+        w == g or (w.startswith("{") and w.endswith("}") and g != "")
+        for w, g in zip(want, got, strict=True)
+    )
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    """Every documented method of the request's path (405 answers must name them all)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if _path_matches(template, request.scope["path"]):
+            methods |= {m.upper() for m in operations if m in _HTTP_METHODS}
+    return methods
+
+
+async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, StarletteHTTPException):
         raise exc
     phrase = HTTPStatus(exc.status_code).phrase
     slug = phrase.lower().replace(" ", "-").replace("'", "")
     detail = exc.detail if exc.detail != phrase else None
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        # FastAPI names only the first route that matched the path (`GET` for
+        # `/v1/users`), but RFC 9110 wants every method of the resource in `Allow`.
+        allowed = _allowed_methods(request)
+        allowed.update(m.strip() for m in headers.get("Allow", "").split(",") if m.strip())
+        headers["Allow"] = ", ".join(sorted(allowed))
     return problem_response(
         exc.status_code,
         slug=slug,
         title=phrase,
         detail=detail,
-        headers=dict(exc.headers) if exc.headers else None,
+        headers=headers or None,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Identity, Index, String, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import UserDefinedType
@@ -51,6 +52,11 @@ class XID8(UserDefinedType[int]):
 
     def get_col_spec(self, **kw: Any) -> str:
         return "xid8"
+
+
+# Reflection (alembic autogenerate) looks type names up here; unknown, `xid8` would reflect
+# as NullType with a warning, and autogenerate would never compare the column's type.
+ischema_names.setdefault("xid8", XID8)
 
 
 class Event(Base):

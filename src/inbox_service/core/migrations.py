@@ -32,6 +32,8 @@ def alembic_config(database_url: str | None = None) -> Config:
     config.set_main_option("script_location", str(ini.parent / "migrations"))
     if database_url:
         config.attributes["database_url"] = database_url
+    # Called from code, alembic must not replace the application's logging setup.
+    config.attributes["skip_logging"] = True
     return config
 
 

@@ -1,8 +1,13 @@
 """Per-key rate limits, shared by every API replica through PostgreSQL.
 
 A fixed one-minute window per bucket (the API key's id, or the client address for
-requests without a well-formed key), counted with one upsert on an UNLOGGED table: no
+requests without a genuine key), counted with one upsert on an UNLOGGED table: no
 WAL, so it is cheap, and losing the counters in a database crash only forgives a minute.
+
+"Genuine" is checked in that same statement (key id and secret hash exist): a key's
+checksum is public, so a well-formed key proves nothing. Trusting it would let anyone
+escape the per-address limit with fresh made-up keys, or use up somebody else's bucket
+by sending their key id with a wrong secret.
 Answers carry `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; over the
 limit the answer is 429 with `Retry-After`.
 """
@@ -18,7 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inbox_service.core.asgi import header, send_bytes
-from inbox_service.core.auth import parse_api_key
+from inbox_service.core.auth import hash_secret, parse_api_key
 from inbox_service.core.clock import Clock
 from inbox_service.core.db import Base, SessionMaker, transaction
 from inbox_service.core.errors import PROBLEM_JSON, TYPE_BASE
@@ -37,7 +42,15 @@ class RateLimitBucket(Base):
 
 _COUNT = text(
     """
-    INSERT INTO rate_limit_buckets (bucket, window_start, hits) VALUES (:bucket, :window, 1)
+    INSERT INTO rate_limit_buckets (bucket, window_start, hits)
+    SELECT CASE
+               WHEN EXISTS (
+                   SELECT 1 FROM api_keys WHERE key_id = :key_id AND secret_hash = :secret_hash
+               ) THEN 'key:' || :key_id
+               ELSE :address_bucket
+           END,
+           :window,
+           1
     ON CONFLICT (bucket, window_start)
     DO UPDATE SET hits = rate_limit_buckets.hits + 1
     RETURNING hits
@@ -45,13 +58,16 @@ _COUNT = text(
 )
 
 
-def bucket_of(scope: Scope) -> str:
+def bucket_params(scope: Scope) -> dict[str, str | None]:
+    """The key's id and secret hash (None without a well-formed key) and the address bucket."""
     authorization = header(scope, b"authorization") or ""
     parsed = parse_api_key(authorization.partition(" ")[2].strip())
-    if parsed is not None:
-        return f"key:{parsed[0]}"
     client = scope.get("client")
-    return f"ip:{client[0] if client else 'unknown'}"
+    return {
+        "key_id": parsed[0] if parsed else None,
+        "secret_hash": hash_secret(parsed[1]) if parsed else None,
+        "address_bucket": f"ip:{client[0] if client else 'unknown'}",
+    }
 
 
 class RateLimitMiddleware:
@@ -75,7 +91,7 @@ class RateLimitMiddleware:
         now = self.clock().now()
         window = now.replace(second=0, microsecond=0)
         async with transaction(self.sessionmaker()) as session:
-            hits = await session.execute(_COUNT, {"bucket": bucket_of(scope), "window": window})
+            hits = await session.execute(_COUNT, {**bucket_params(scope), "window": window})
             count = int(hits.scalar_one())
         reset = max(1, int((window + WINDOW - now).total_seconds() + 0.999))
         headers = [

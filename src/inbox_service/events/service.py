@@ -19,18 +19,35 @@ from sqlalchemy import BigInteger, Text, cast, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inbox_service.core.auth import Caller
+from inbox_service.core.errors import Invalid
 from inbox_service.core.events import Event
 from inbox_service.core.pagination import decode_cursor, encode_cursor
 
-_HORIZON = func.pg_snapshot_xmin(func.pg_current_snapshot())
-# asyncpg has no xid8 codec: the cursor's xid travels as text and is cast in SQL.
+# asyncpg has no xid8 codec: transaction ids travel as text and are cast in SQL.
+_HORIZON = select(cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger))
+_BELOW_HORIZON = text("events.xid < CAST(CAST(:horizon AS text) AS xid8)")
 _AFTER = text("(events.xid, events.id) > (CAST(CAST(:after_xid AS text) AS xid8), :after_id)")
+# Both halves of a cursor are non-negative 63-bit numbers (xid8 values in use and bigint ids);
+# anything else was not handed out here and must not reach the database as a 500.
+_MAX_KEY = 2**63 - 1
 
 
 @dataclass(frozen=True)
 class FeedPage:
     events: list[Event]
     next_cursor: str
+
+
+def _decode_after(after: str) -> tuple[int, int]:
+    """The (xid, id) of an `after` cursor; a 422 naming `after` for anything else."""
+    problem = Invalid("`after` is not a cursor this feed returned", loc=["query", "after"])
+    try:
+        xid, event_id = decode_cursor(after, [int, int])
+    except Invalid:
+        raise problem from None
+    if not (0 <= xid <= _MAX_KEY and 0 <= event_id <= _MAX_KEY):
+        raise problem
+    return xid, event_id
 
 
 async def read_feed(
@@ -42,10 +59,14 @@ async def read_feed(
     limit: int,
 ) -> FeedPage:
     """Up to `limit` events after the cursor, oldest first, scoped to the caller's inboxes."""
-    xid = cast(cast(Event.xid, Text), BigInteger)
-    stmt = select(Event, xid).where(Event.xid < _HORIZON)
+    # Read first, then used as a bound: every transaction below it had finished by then, so
+    # all of their events are visible to the next statement, whatever commits in between.
+    horizon = int(await session.scalar(_HORIZON) or 0)
+    # Labelled: an anonymous expression beside the entity is not found again in the row.
+    xid = cast(cast(Event.xid, Text), BigInteger).label("xid_number")
+    stmt = select(Event, xid).where(_BELOW_HORIZON.bindparams(horizon=str(horizon)))
     if after is not None:
-        after_xid, after_id = decode_cursor(after, [int, int])
+        after_xid, after_id = _decode_after(after)
         stmt = stmt.where(_AFTER.bindparams(after_xid=str(after_xid), after_id=after_id))
     if types:
         stmt = stmt.where(Event.type.in_(types))
@@ -53,9 +74,13 @@ async def read_feed(
         stmt = stmt.where(Event.inbox_id.is_not(None), caller.scope(Event.inbox_id))
     rows = (await session.execute(stmt.order_by(Event.xid, Event.id).limit(limit))).all()
     events = [event for event, _ in rows]
-    if rows:
+    if len(rows) == limit:
         last_event, last_xid = rows[-1]
         cursor = encode_cursor([last_xid, last_event.id])
     else:
-        cursor = after or encode_cursor([0, 0])
+        # Everything below the horizon has been considered, filtered out or returned: the
+        # next poll can start there instead of rescanning what the filters skipped.
+        cursor = encode_cursor([max(horizon - 1, 0), _MAX_KEY])
+        if after is not None and _decode_after(after) > (horizon - 1, _MAX_KEY):
+            cursor = after
     return FeedPage(events=events, next_cursor=cursor)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, false
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from inbox_service.core.db import Base, TimestampMixin
@@ -15,6 +16,23 @@ class Inbox(TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(200))
     address: Mapped[str] = mapped_column(String(320))
     version: Mapped[int] = mapped_column(Integer, default=1)
+
+    # IMAP: where the mail comes from. Secrets are Fernet-encrypted (INBOX_SECRET_KEY).
+    imap_host: Mapped[str | None] = mapped_column(String(255))
+    imap_port: Mapped[int | None] = mapped_column(Integer)
+    imap_security: Mapped[str] = mapped_column(String(16), default="ssl", server_default="ssl")
+    imap_username: Mapped[str | None] = mapped_column(String(320))
+    imap_auth: Mapped[str] = mapped_column(
+        String(16), default="password", server_default="password"
+    )  # or xoauth2
+    imap_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    imap_folders: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), default=lambda: ["INBOX"], server_default="{INBOX}"
+    )
+    imap_poll_seconds: Mapped[int] = mapped_column(Integer, default=60, server_default="60")
+    imap_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Subject fallback threading looks this many days back (0 turns it off).
+    subject_threading_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
 
 
 class InboxMember(Base):

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from inbox_service.core.deps import CurrentCaller, CurrentClock, IfMatch, Session
+from inbox_service.core.crypto import cipher_from
+from inbox_service.core.deps import CurrentCaller, CurrentClock, CurrentSettings, IfMatch, Session
 from inbox_service.core.errors import problems
 from inbox_service.core.etag import check_if_match, set_etag
 from inbox_service.core.pagination import PageParamsDep
@@ -24,11 +25,18 @@ async def list_inboxes(session: Session, caller: CurrentCaller, page: PageParams
     "", response_model=InboxOut, status_code=status.HTTP_201_CREATED, responses=problems(403)
 )
 async def create_inbox(
-    body: InboxIn, session: Session, caller: CurrentCaller, clock: CurrentClock, response: Response
+    body: InboxIn,
+    session: Session,
+    caller: CurrentCaller,
+    clock: CurrentClock,
+    settings: CurrentSettings,
+    response: Response,
 ) -> Inbox:
     """Create an inbox (admin)."""
     caller.require_admin()
-    inbox = await service.create_inbox(session, body, now=clock.now())
+    inbox = await service.create_inbox(
+        session, body, now=clock.now(), cipher=cipher_from(settings.inbox_secret_key)
+    )
     response.headers["Location"] = f"/v1/inboxes/{inbox.id}"
     set_etag(response, inbox.version)
     return inbox
@@ -51,14 +59,17 @@ async def update_inbox(
     session: Session,
     caller: CurrentCaller,
     clock: CurrentClock,
+    settings: CurrentSettings,
     response: Response,
     if_match: IfMatch = None,
 ) -> Inbox:
-    """Change an inbox (admin)."""
+    """Change an inbox (admin). IMAP `secret` is write-only: omit it to keep the stored one."""
     inbox = await service.get_visible(session, caller, inbox_id)
     caller.require_admin()
     check_if_match(if_match, inbox.version)
-    inbox = await service.update_inbox(session, inbox, body, now=clock.now())
+    inbox = await service.update_inbox(
+        session, inbox, body, now=clock.now(), cipher=cipher_from(settings.inbox_secret_key)
+    )
     set_etag(response, inbox.version)
     return inbox
 

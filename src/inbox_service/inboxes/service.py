@@ -9,13 +9,19 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inbox_service.core.auth import Caller
-from inbox_service.core.errors import NotFound
+from inbox_service.core.crypto import CredentialCipher
+from inbox_service.core.errors import Invalid, NotFound
 from inbox_service.core.events import EventType, emit
 from inbox_service.core.ids import new_id
 from inbox_service.core.pagination import PageParams, keyset_page
+from inbox_service.inboxes.mail_settings import apply_imap_settings
 from inbox_service.inboxes.models import Inbox, InboxMember
 from inbox_service.inboxes.schemas import InboxIn, InboxOut, InboxPatch
+from inbox_service.ingest import service as ingest_service
 from inbox_service.users import service as users_service
+
+# PATCH fields an inbox cannot be without: null there is a mistake, not "leave as is".
+_NOT_NULL = {"name", "address"}
 
 
 def _snapshot(inbox: Inbox) -> dict[str, object]:
@@ -37,20 +43,45 @@ async def list_inboxes(
     return await keyset_page(session, stmt, keys=[Inbox.id], params=params, key_of=lambda i: [i.id])
 
 
-async def create_inbox(session: AsyncSession, data: InboxIn, *, now: datetime) -> Inbox:
-    inbox = Inbox(id=new_id("inb"), created_at=now, updated_at=now, version=1, **data.model_dump())
+async def create_inbox(
+    session: AsyncSession, data: InboxIn, *, now: datetime, cipher: CredentialCipher | None = None
+) -> Inbox:
+    """A new inbox; with IMAP settings, the workers start syncing it right away."""
+    inbox = Inbox(id=new_id("inb"), created_at=now, updated_at=now, version=1,
+                  **data.model_dump(exclude={"imap"}))  # fmt: skip
+    apply_imap_settings(inbox, data.imap, cipher)
     session.add(inbox)
     await session.flush()
+    if data.imap is not None:
+        await ingest_service.settings_changed(session, inbox.id)
     await emit(session, EventType.INBOX_CREATED, _snapshot(inbox), now=now, inbox_id=inbox.id)
     return inbox
 
 
 async def update_inbox(
-    session: AsyncSession, inbox: Inbox, patch: InboxPatch, *, now: datetime
+    session: AsyncSession,
+    inbox: Inbox,
+    patch: InboxPatch,
+    *,
+    now: datetime,
+    cipher: CredentialCipher | None = None,
 ) -> Inbox:
-    changes = patch.model_dump(exclude_unset=True, exclude_none=True)
+    """Apply `patch`; an empty patch changes nothing (no new version, no event)."""
+    changes = patch.model_dump(exclude_unset=True, exclude={"imap"})
+    nulls = sorted(field for field in _NOT_NULL if field in changes and changes[field] is None)
+    if nulls:
+        raise Invalid(f"{nulls[0]} cannot be null", loc=["body", nulls[0]])
+    if "subject_threading_days" in changes and changes["subject_threading_days"] is None:
+        raise Invalid(
+            "subject_threading_days cannot be null", loc=["body", "subject_threading_days"]
+        )
+    if not changes and "imap" not in patch.model_fields_set:
+        return inbox
     for field, value in changes.items():
         setattr(inbox, field, value)
+    if "imap" in patch.model_fields_set:
+        apply_imap_settings(inbox, patch.imap, cipher)
+        await ingest_service.settings_changed(session, inbox.id)
     inbox.version += 1
     inbox.updated_at = now
     await session.flush()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from fastapi import Request
 from sqlalchemy import func, select, update
@@ -11,12 +11,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from inbox_service.core.auth import Caller, bearer_token, hash_secret, parse_api_key
 from inbox_service.core.clock import Clock
+from inbox_service.core.db import SessionMaker, transaction
 from inbox_service.core.errors import Unauthorized
 from inbox_service.inboxes.models import InboxMember
 from inbox_service.users.models import ApiKey, User
 
 # last_used_at is a hint for humans; writing it on every request would cost a row update.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+async def _touch(request: Request, key_id: str, now: datetime) -> None:
+    """Record use in a transaction of its own: it survives a failing request, and no row
+    lock is held for the length of the request (a long SSE stream, say)."""
+    sessionmaker: SessionMaker = request.app.state.sessionmaker
+    async with transaction(sessionmaker) as session:
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key_id)
+            .where(
+                (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < now - LAST_USED_RESOLUTION)
+            )
+            .values(last_used_at=now)
+        )
 
 
 async def authenticate(session: AsyncSession, request: Request) -> Caller:
@@ -49,7 +65,7 @@ async def authenticate(session: AsyncSession, request: Request) -> Caller:
     if key.expires_at is not None and key.expires_at <= now:
         raise Unauthorized("this API key has expired")
     if key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION:
-        await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+        await _touch(request, key.id, now)
     return Caller(
         user_id=key.user_id,
         role="admin" if role == "admin" else "agent",

@@ -86,6 +86,7 @@ async def update_user(
 ) -> User:
     """Change a user; agents may change their own name and availability."""
     user = await service.get_user(session, user_id)
+    service.require_may_update(caller, user, body)  # 403 before 412: no version probing
     check_if_match(if_match, user.version)
     user = await service.update_user(session, caller, user, body, now=clock.now())
     set_etag(response, user.version)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from inbox_service.core.pagination import Page
 
@@ -63,7 +63,8 @@ class ApiKeyIn(StrictIn):
     user_id: str | None = Field(
         default=None, description="Admins may create a key for another user; default: yourself."
     )
-    expires_at: datetime | None = None
+    # Aware only: a naive time is ambiguous, and comparing it with `now` would fail.
+    expires_at: AwareDatetime | None = None
 
 
 class ApiKeyOut(BaseModel):
@@ -88,4 +89,4 @@ class UserPage(Page[UserOut]):
 
 
 class ApiKeyPage(Page[ApiKeyOut]):
-    """A page of apikeys."""
+    """A page of API keys."""

@@ -66,16 +66,24 @@ async def list_users(session: AsyncSession, params: PageParams) -> tuple[list[Us
     )
 
 
+def require_may_update(caller: Caller, user: User, patch: UserPatch) -> None:
+    """403 unless the caller is an admin or an agent changing only their own self-service fields."""
+    changes = set(patch.model_dump(exclude_unset=True))
+    if not caller.is_admin and (user.id != caller.user_id or changes - SELF_SERVICE_FIELDS):
+        raise Forbidden("agents may change only their own name and availability")
+
+
 async def update_user(
     session: AsyncSession, caller: Caller, user: User, patch: UserPatch, *, now: datetime
 ) -> User:
     """Apply `patch`; agents may only change their own name and availability."""
+    require_may_update(caller, user, patch)
     changes = patch.model_dump(exclude_unset=True)
     if any(value is None for value in changes.values()):
         field = next(k for k, v in changes.items() if v is None)
         raise Invalid(f"{field} cannot be null", loc=["body", field])
-    if not caller.is_admin and (user.id != caller.user_id or set(changes) - SELF_SERVICE_FIELDS):
-        raise Forbidden("agents may change only their own name and availability")
+    if not changes:
+        return user  # nothing to change: no new version
     if "email" in changes and await _email_taken(session, changes["email"], except_id=user.id):
         raise Conflict(f"a user with email {changes['email']} exists")
     if changes.get("role") == "agent" and user.role == "admin":
@@ -84,17 +92,23 @@ async def update_user(
         setattr(user, field, value)
     user.version += 1
     user.updated_at = now
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent change took the address first
+        raise Conflict(f"a user with email {changes.get('email')} exists") from exc
     return user
 
 
 async def _keep_one_admin(session: AsyncSession, leaving: User) -> None:
-    others = await session.scalar(
-        select(func.count())
-        .select_from(User)
-        .where(User.role == "admin", User.deleted_at.is_(None), User.id != leaving.id)
+    # Lock every live admin row: two admins demoting each other at once would otherwise
+    # each see the other one still there, and the team would end up with none.
+    admins = await session.scalars(
+        select(User.id)
+        .where(User.role == "admin", User.deleted_at.is_(None))
+        .order_by(User.id)
+        .with_for_update()
     )
-    if not others:
+    if not any(admin_id != leaving.id for admin_id in admins):
         raise Conflict("this is the last admin; promote another user first")
 
 

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from inbox_service.core.db import Base, TimestampMixin
+
+
+class Conversation(TimestampMixin, Base):
+    __tablename__ = "conversations"
+    __table_args__ = (
+        # Subject fallback threading: same contact, same base subject, recent first.
+        Index(
+            "ix_conversations_subject_lookup",
+            "inbox_id",
+            "contact_id",
+            "base_subject",
+            "last_message_at",
+        ),
+        Index("ix_conversations_inbox_id_last_message_at", "inbox_id", "last_message_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    inbox_id: Mapped[str] = mapped_column(ForeignKey("inboxes.id", ondelete="CASCADE"))
+    contact_id: Mapped[str | None] = mapped_column(ForeignKey("contacts.id"), index=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    base_subject: Mapped[str] = mapped_column(Text, default="")
+    # Unguessable; carried in our outbound Message-IDs so replies find their way back.
+    thread_token: Mapped[str] = mapped_column(String(32), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    priority: Mapped[str] = mapped_column(String(16), default="normal")
+    assignee_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    snoozed_until: Mapped[datetime | None] = mapped_column()
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    snippet: Mapped[str] = mapped_column(Text, default="")
+    last_message_at: Mapped[datetime] = mapped_column()
+    # The oldest customer message we have not answered yet; NULL when nothing waits on us.
+    waiting_since: Mapped[datetime | None] = mapped_column()
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        # Exactly-once ingest: one row per inbox per Message-ID (or content hash).
+        UniqueConstraint("inbox_id", "dedupe_key"),
+        Index("ix_messages_conversation_id_received_at", "conversation_id", "received_at"),
+        Index("ix_messages_inbox_id_message_id", "inbox_id", "message_id"),
+        # Replies that arrived before their parent are found by the ids they point at.
+        Index("ix_messages_parent_ids", "parent_ids", postgresql_using="gin"),
+        Index(
+            "ix_messages_quarantine",
+            "inbox_id",
+            "received_at",
+            postgresql_where=text("conversation_id IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    inbox_id: Mapped[str] = mapped_column(ForeignKey("inboxes.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    direction: Mapped[str] = mapped_column(String(16))  # inbound | outbound
+    dedupe_key: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(Text)
+    in_reply_to: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    references: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    parent_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    thread_index_guid: Mapped[bytes | None] = mapped_column(LargeBinary)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    from_name: Mapped[str | None] = mapped_column(Text)
+    from_address: Mapped[str | None] = mapped_column(String(320))
+    to: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    cc: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    reply_to: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    sent_at: Mapped[datetime | None] = mapped_column()
+    # When it happened (the Date header, unless absent or in the future); orders a thread.
+    received_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column()  # when we stored it
+    text_body: Mapped[str | None] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text)
+    snippet: Mapped[str] = mapped_column(Text, default="")
+    threaded_by: Mapped[str] = mapped_column(String(16))
+    auto_kind: Mapped[str | None] = mapped_column(String(16))
+    parse_status: Mapped[str] = mapped_column(String(16))
+    parse_error: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(Integer)
+    raw_sha256: Mapped[str] = mapped_column(String(64))
+
+
+class MessageRaw(Base):
+    """The bytes as received: everything else can be rebuilt from them."""
+
+    __tablename__ = "message_raws"
+
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MessageLocation(Base):
+    """Where a message was seen on the IMAP server: (inbox, folder, uidvalidity, uid)."""
+
+    __tablename__ = "message_locations"
+
+    inbox_id: Mapped[str] = mapped_column(
+        ForeignKey("inboxes.id", ondelete="CASCADE"), primary_key=True
+    )
+    folder: Mapped[str] = mapped_column(Text, primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    filename: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(255))
+    content_id: Mapped[str | None] = mapped_column(Text)
+    inline: Mapped[bool] = mapped_column(Boolean, default=False)
+    size: Mapped[int] = mapped_column(Integer)
+    # Stored only up to the configured cap; beyond it, `data` is NULL and `truncated` set.
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,0 +1,104 @@
+"""An inbox's IMAP settings: validated on the way in, secrets encrypted, never shown back."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, StringConstraints, model_validator
+
+from inbox_service.core.crypto import CredentialCipher
+from inbox_service.core.errors import Invalid
+from inbox_service.inboxes.models import Inbox
+from inbox_service.users.schemas import StrictIn
+
+Security = Literal["ssl", "starttls", "none"]
+ImapAuth = Literal["password", "xoauth2"]
+Host = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.\-:\[\]]+$"
+    ),
+]
+Folder = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+
+
+class ImapSettingsIn(StrictIn):
+    """Where the inbox's mail comes from. `secret` is the password, or the OAuth2 access
+    token when `auth` is `xoauth2` (Gmail, Microsoft 365); it is write-only."""
+
+    host: Host
+    port: int | None = Field(default=None, ge=1, le=65535, description="Default: 993 / 143.")
+    security: Security = "ssl"
+    username: Annotated[str, StringConstraints(min_length=1, max_length=320)]
+    auth: ImapAuth = "password"
+    secret: SecretStr | None = Field(
+        default=None, description="Write-only. Omit on update to keep the stored one."
+    )
+    folders: list[Folder] = Field(default_factory=lambda: ["INBOX"], min_length=1, max_length=20)
+    poll_interval_seconds: int = Field(default=60, ge=10, le=86_400)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _unique_folders(self) -> ImapSettingsIn:
+        if len(set(self.folders)) != len(self.folders):
+            raise ValueError("folders must not repeat")
+        return self
+
+
+class ImapSettingsOut(BaseModel):
+    host: str
+    port: int
+    security: Security
+    username: str
+    auth: ImapAuth
+    has_secret: bool = Field(description="Whether a password or token is stored.")
+    folders: list[str]
+    poll_interval_seconds: int
+    enabled: bool
+
+
+def imap_settings_out(inbox: Inbox) -> ImapSettingsOut | None:
+    if not inbox.imap_host:
+        return None
+    security = inbox.imap_security if inbox.imap_security in ("ssl", "starttls") else "none"
+    return ImapSettingsOut(
+        host=inbox.imap_host,
+        port=inbox.imap_port or (993 if security == "ssl" else 143),
+        security=security,
+        username=inbox.imap_username or "",
+        auth="xoauth2" if inbox.imap_auth == "xoauth2" else "password",
+        has_secret=inbox.imap_secret_encrypted is not None,
+        folders=list(inbox.imap_folders or ["INBOX"]),
+        poll_interval_seconds=inbox.imap_poll_seconds,
+        enabled=inbox.imap_enabled,
+    )
+
+
+def apply_imap_settings(
+    inbox: Inbox, settings: ImapSettingsIn | None, cipher: CredentialCipher | None
+) -> None:
+    """Store `settings` on the inbox (None removes them). A new secret is encrypted."""
+    if settings is None:
+        inbox.imap_host = inbox.imap_username = inbox.imap_secret_encrypted = None
+        inbox.imap_port = None
+        inbox.imap_enabled = False
+        return
+    if settings.secret is not None:
+        if cipher is None:
+            raise Invalid(
+                "this server has no INBOX_SECRET_KEY, so it cannot store secrets",
+                loc=["body", "imap", "secret"],
+            )
+        inbox.imap_secret_encrypted = cipher.encrypt(settings.secret.get_secret_value())
+    elif inbox.imap_secret_encrypted is None or settings.username != inbox.imap_username:
+        raise Invalid("secret is required", loc=["body", "imap", "secret"])
+    inbox.imap_host = settings.host
+    inbox.imap_port = settings.port
+    inbox.imap_security = settings.security
+    inbox.imap_username = settings.username
+    inbox.imap_auth = settings.auth
+    inbox.imap_folders = list(settings.folders)
+    inbox.imap_poll_seconds = settings.poll_interval_seconds
+    inbox.imap_enabled = settings.enabled

@@ -31,10 +31,23 @@ def test_dev_serves_ready_api_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "INBOX_SECRET_KEY")}
     with subprocess.Popen(
-        [sys.executable, "-m", "inbox_service", "dev", "--demo", "--port", str(port),
-         "--data-dir", str(tmp_path / "dev")],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    ) as process:  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "inbox_service",
+            "dev",
+            "--demo",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "dev"),
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
         _check_dev(process, port, tmp_path / "dev")
 
 

@@ -29,8 +29,12 @@ def mail(
     extra: str = "",
     body: str = "Hello, where is my parcel?",
 ) -> bytes:
-    headers = [f"From: {sender}", f"To: {to}", f"Subject: {subject}",
-               f"Date: {date.strftime('%a, %d %b %Y %H:%M:%S +0000')}"]  # fmt: skip
+    headers = [
+        f"From: {sender}",
+        f"To: {to}",
+        f"Subject: {subject}",
+        f"Date: {date.strftime('%a, %d %b %Y %H:%M:%S +0000')}",
+    ]
     if message_id:
         headers.append(f"Message-ID: {message_id}")
     if in_reply_to:
@@ -124,8 +128,15 @@ class TestStoreBatch:
         self, session: AsyncSession, inbox: InboxContext
     ) -> None:
         await store(session, inbox, mail())
-        await store(session, inbox, mail(message_id="<b1@other.test>", sender="bob@other.test",
-                                         subject="Re: Order 1234 never arrived"))  # fmt: skip
+        await store(
+            session,
+            inbox,
+            mail(
+                message_id="<b1@other.test>",
+                sender="bob@other.test",
+                subject="Re: Order 1234 never arrived",
+            ),
+        )
         first = await message(session, inbox, "m1@customer.test")
         other = await message(session, inbox, "b1@other.test")
         assert other.conversation_id != first.conversation_id
@@ -138,10 +149,15 @@ class TestStoreBatch:
         await store(session, inbox, mail(date=long_ago))
         # the same subject without Re: is a new topic; a reply 45 days on is past the window
         await store(session, inbox, mail(message_id="<m2@customer.test>", date=long_ago))
-        await store(session, inbox, mail(message_id="<m3@customer.test>",
-                                         subject="Re: Order 1234 never arrived"))  # fmt: skip
-        ids = {(await message(session, inbox, f"m{n}@customer.test")).conversation_id
-               for n in (1, 2, 3)}  # fmt: skip
+        await store(
+            session,
+            inbox,
+            mail(message_id="<m3@customer.test>", subject="Re: Order 1234 never arrived"),
+        )
+        ids = {
+            (await message(session, inbox, f"m{n}@customer.test")).conversation_id
+            for n in (1, 2, 3)
+        }
         assert len(ids) == 3
 
     async def test_reply_to_our_outbound_message_id_finds_its_token(
@@ -151,16 +167,20 @@ class TestStoreBatch:
         first = await message(session, inbox, "m1@customer.test")
         conversation = await session.get_one(Conversation, first.conversation_id)
         ours = f"<01JABCDEFG.{conversation.thread_token}@example.com>"
-        await store(session, inbox, mail(message_id="<m2@customer.test>", in_reply_to=ours,
-                                         subject="Thanks"))  # fmt: skip
+        await store(
+            session,
+            inbox,
+            mail(message_id="<m2@customer.test>", in_reply_to=ours, subject="Thanks"),
+        )
         reply = await message(session, inbox, "m2@customer.test")
         assert (reply.conversation_id, reply.threaded_by) == (conversation.id, "token")
 
     async def test_a_reply_fetched_before_its_parent_is_joined_by_the_parent(
         self, session: AsyncSession, inbox: InboxContext
     ) -> None:
-        await store(session, inbox, mail(message_id="<m2@customer.test>",
-                                         in_reply_to="<m1@customer.test>"))  # fmt: skip
+        await store(
+            session, inbox, mail(message_id="<m2@customer.test>", in_reply_to="<m1@customer.test>")
+        )
         await store(session, inbox, mail())
         child = await message(session, inbox, "m2@customer.test")
         parent = await message(session, inbox, "m1@customer.test")
@@ -169,9 +189,12 @@ class TestStoreBatch:
     async def test_reference_cycles_terminate_in_one_conversation(
         self, session: AsyncSession, inbox: InboxContext
     ) -> None:
-        await store(session, inbox,
-                    mail(message_id="<a@x.test>", references="<b@x.test>"),
-                    mail(message_id="<b@x.test>", references="<a@x.test>"))  # fmt: skip
+        await store(
+            session,
+            inbox,
+            mail(message_id="<a@x.test>", references="<b@x.test>"),
+            mail(message_id="<b@x.test>", references="<a@x.test>"),
+        )
         a = await message(session, inbox, "a@x.test")
         b = await message(session, inbox, "b@x.test")
         assert a.conversation_id == b.conversation_id
@@ -185,13 +208,16 @@ class TestStoreBatch:
         conversation.status = "resolved"
         conversation.waiting_since = None
         await session.flush()
-        await store(session, inbox, mail(message_id="<m2@customer.test>",
-                                         in_reply_to="<m1@customer.test>"))  # fmt: skip
+        await store(
+            session, inbox, mail(message_id="<m2@customer.test>", in_reply_to="<m1@customer.test>")
+        )
         await session.refresh(conversation)
         assert conversation.status == "open"
         assert conversation.waiting_since is not None
         changed = await session.scalar(
-            select(func.count()).select_from(Event).where(
+            select(func.count())
+            .select_from(Event)
+            .where(
                 Event.conversation_id == conversation.id,
                 Event.type == "conversation.status_changed",
             )
@@ -206,10 +232,16 @@ class TestStoreBatch:
         conversation = await session.get_one(Conversation, first.conversation_id)
         conversation.status, conversation.waiting_since = "resolved", None
         await session.flush()
-        await store(session, inbox, mail(message_id="<m2@customer.test>",
-                                         in_reply_to="<m1@customer.test>",
-                                         subject="Automatic reply: Order 1234",
-                                         extra="Auto-Submitted: auto-replied"))  # fmt: skip
+        await store(
+            session,
+            inbox,
+            mail(
+                message_id="<m2@customer.test>",
+                in_reply_to="<m1@customer.test>",
+                subject="Automatic reply: Order 1234",
+                extra="Auto-Submitted: auto-replied",
+            ),
+        )
         await session.refresh(conversation)
         reply = await message(session, inbox, "m2@customer.test")
         assert reply.auto_kind == "auto_reply"
@@ -219,9 +251,16 @@ class TestStoreBatch:
         self, session: AsyncSession, inbox: InboxContext
     ) -> None:
         await store(session, inbox, mail())
-        await store(session, inbox, mail(message_id="<r1@example.com>",
-                                         sender="Agent <agent@example.com>",
-                                         to="ana@customer.test", in_reply_to="<m1@customer.test>"))  # fmt: skip
+        await store(
+            session,
+            inbox,
+            mail(
+                message_id="<r1@example.com>",
+                sender="Agent <agent@example.com>",
+                to="ana@customer.test",
+                in_reply_to="<m1@customer.test>",
+            ),
+        )
         reply = await message(session, inbox, "r1@example.com")
         conversation = await session.get_one(Conversation, reply.conversation_id)
         assert reply.direction == "outbound"

@@ -251,7 +251,12 @@ def _build(
     )
     top, texts, htmls = walker.visit_top(msg)
     html = "\n".join(htmls) if htmls else None
-    text = "\n\n".join(texts) if texts else (html_to_text(html) if html is not None else None)
+    text = "\n\n".join(texts) if texts else None
+    if text is None and html is not None:
+        try:
+            text = html_to_text(html)
+        except Exception as exc:  # noqa: BLE001 - keep the message, without derived text
+            notes.append(f"html_to_text raised {type(exc).__name__}")
     auto = classify(
         headers,
         sender=fields.sender,

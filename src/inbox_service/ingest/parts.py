@@ -270,7 +270,11 @@ class Walker:
             if (size * 3 // 4 if cte == "base64" else size) > limit:
                 self.notes.append(f"{info.content_type} part over {limit} bytes: data dropped")
                 return None
-        data = part.get_payload(decode=True)
+        try:
+            data = part.get_payload(decode=True)
+        except Exception as exc:  # noqa: BLE001 - one broken part, not a broken message
+            self.notes.append(f"{info.content_type} part not decodable: {type(exc).__name__}")
+            return b""
         if not isinstance(data, bytes):
             return b""
         if cte and raw_cte.lower() not in _STDLIB_DECODES:  # `base64;`, ` Base64 `, `qp`

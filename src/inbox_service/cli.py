@@ -43,6 +43,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(_: argparse.Namespace) -> int:
     from inbox_service.core.clock import SystemClock
     from inbox_service.core.db import create_engine, create_sessionmaker
+    from inbox_service.core.jobs import default_worker_id
+    from inbox_service.ingest.jobs import mail_service
     from inbox_service.worker import Worker
 
     settings = get_settings()
@@ -50,11 +52,14 @@ def cmd_worker(_: argparse.Namespace) -> int:
 
     async def run() -> None:
         engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        sessionmaker, clock = create_sessionmaker(engine), SystemClock()
+        worker_id = settings.worker_id or default_worker_id()
         worker = Worker(
-            create_sessionmaker(engine),
-            SystemClock(),
-            worker_id=settings.worker_id,
+            sessionmaker,
+            clock,
+            worker_id=worker_id,
             poll_seconds=settings.worker_poll_seconds,
+            services=[mail_service(settings, sessionmaker, clock, worker_id=worker_id)],
         )
         worker.install_signal_handlers()
         try:

@@ -62,6 +62,8 @@ class _Server(uvicorn.Server):
 
 async def _serve(settings: Settings, port: int, demo: bool) -> None:
     from inbox_service.app import create_app
+    from inbox_service.core.jobs import default_worker_id
+    from inbox_service.ingest.jobs import mail_service
     from inbox_service.users import service as users_service
     from inbox_service.worker import Worker
 
@@ -79,7 +81,14 @@ async def _serve(settings: Settings, port: int, demo: bool) -> None:
     server = _Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level=settings.log_level.lower())
     )
-    worker = Worker(sessionmaker, clock, poll_seconds=settings.worker_poll_seconds)
+    worker_id = default_worker_id()
+    worker = Worker(
+        sessionmaker,
+        clock,
+        worker_id=worker_id,
+        poll_seconds=settings.worker_poll_seconds,
+        services=[mail_service(settings, sessionmaker, clock, worker_id=worker_id)],
+    )
 
     def shut_down() -> None:
         server.should_exit = True

@@ -1,9 +1,11 @@
 """The background runner: loops over every domain's jobs until told to stop.
 
-Each pass runs every job once (periodic jobs only when due and claimed; queue jobs claim
-their own rows). A pass that found no work sleeps `worker_poll_seconds`. SIGTERM or
-SIGINT stops the loop after the job in progress: work is claimed in rows with leases, so
-a worker that is killed instead loses nothing; its leases expire and others take over.
+Long-running services (the mail supervisor, which keeps one loop per claimed inbox) run
+beside the job loop and stop with it. Each pass runs every job once (periodic jobs only
+when due and claimed; queue jobs claim their own rows). A pass that found no work sleeps
+`worker_poll_seconds`. SIGTERM or SIGINT stops the loop after the job in progress: work is
+claimed in rows with leases (or advisory locks), so a worker that is killed instead loses
+nothing; its leases expire, its locks drop with its connection, and others take over.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from inbox_service.core.clock import Clock
 from inbox_service.core.db import SessionMaker
@@ -20,6 +23,10 @@ from inbox_service.core.jobs import Job, default_worker_id, run_job
 from inbox_service.ops.jobs import JOBS as OPS_JOBS
 
 log = logging.getLogger(__name__)
+
+
+# A long-running part of the worker (the mail supervisor): runs until the event is set.
+Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def all_jobs() -> list[Job]:
@@ -35,6 +42,7 @@ class Worker:
         jobs: Sequence[Job] | None = None,
         worker_id: str | None = None,
         poll_seconds: float = 1.0,
+        services: Sequence[Service] = (),
     ) -> None:
         self.sessionmaker = sessionmaker
         self.clock = clock
@@ -42,6 +50,7 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.poll_seconds = poll_seconds
         self.stopping = asyncio.Event()
+        self.services = list(services)
 
     async def run_pass(self) -> int:
         """Run every job once; the amount of work done. A failing job never stops the others."""
@@ -57,10 +66,15 @@ class Worker:
 
     async def run(self) -> None:
         log.info("worker %s started with %d jobs", self.worker_id, len(self.jobs))
-        while not self.stopping.is_set():
-            if await self.run_pass() == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), self.poll_seconds)
+        services = [asyncio.create_task(service(self.stopping)) for service in self.services]
+        try:
+            while not self.stopping.is_set():
+                if await self.run_pass() == 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), self.poll_seconds)
+        finally:
+            self.stopping.set()
+            await asyncio.gather(*services, return_exceptions=True)
         log.info("worker %s stopped", self.worker_id)
 
     def stop(self) -> None:

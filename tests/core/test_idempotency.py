@@ -324,18 +324,37 @@ class TestIdempotencyKey:
         assert first.status_code == 201
         assert second.headers["Idempotent-Replayed"] == "true"
 
-    async def test_overlong_key_is_422_and_creates_nothing(
-        self, client: httpx.AsyncClient, team: Team, db: SessionMaker
+    @pytest.mark.parametrize("key", ["k" * 256, ""], ids=["256 characters", "empty"])
+    async def test_bad_key_is_422_and_creates_nothing(
+        self, client: httpx.AsyncClient, team: Team, db: SessionMaker, key: str
     ) -> None:
         before = await count(db, Inbox)
         response = await client.post(
-            "/v1/inboxes", json=SALES, headers=with_key(team.admin_headers, "k" * 256)
+            "/v1/inboxes", json=SALES, headers=with_key(team.admin_headers, key)
         )
         assert response.status_code == 422
         assert response.headers["Content-Type"] == PROBLEM_JSON
-        assert "255" in response.json()["detail"]
+        problem = response.json()
+        assert "255" in problem["detail"]
+        assert [e["loc"] for e in problem["errors"]] == [["header", "Idempotency-Key"]]
         assert await count(db, Inbox) == before
         assert await count(db, IdempotencyKey) == 0
+
+    async def test_replayed_401_keeps_www_authenticate(self, client: httpx.AsyncClient) -> None:
+        headers = {"Authorization": "Bearer not-a-key", "Idempotency-Key": "anon"}
+        first = await client.post("/v1/inboxes", json=SALES, headers=headers)
+        replay = await client.post("/v1/inboxes", json=SALES, headers=headers)
+        assert first.status_code == replay.status_code == 401
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.headers["WWW-Authenticate"] == first.headers["WWW-Authenticate"] == "Bearer"
+
+    async def test_replayed_405_keeps_allow(self, client: httpx.AsyncClient, team: Team) -> None:
+        headers = with_key(team.admin_headers, "wrong-method")
+        first = await client.post("/v1/me", json={}, headers=headers)
+        replay = await client.post("/v1/me", json={}, headers=headers)
+        assert first.status_code == replay.status_code == 405
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.headers["Allow"] == first.headers["Allow"]
 
     async def test_get_ignores_the_header(
         self, client: httpx.AsyncClient, team: Team, db: SessionMaker

@@ -34,6 +34,22 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="How often an idle worker looks for work."
     )
     worker_id: str | None = Field(default=None, description="Name of this worker in leases.")
+    ingest_parse_processes: int = Field(
+        default=-1,
+        ge=-1,
+        description="Processes that parse mail beside the event loop (-1: one per core, "
+        "0: parse in the worker process itself).",
+    )
+    ingest_batch_size: int = Field(default=100, ge=1, le=1000, description="UIDs per FETCH.")
+    ingest_max_attachment_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=0, description="Attachments above this are not stored."
+    )
+    imap_idle_renew_seconds: float = Field(
+        default=540, gt=0, description="Re-issue IMAP IDLE after this long (servers cut it)."
+    )
+    imap_rescan_seconds: float = Field(
+        default=5.0, gt=0, description="How often a worker looks for inboxes to take over."
+    )
     log_level: str = Field(default="INFO", description="Python logging level.")
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated browser origins allowed by CORS."

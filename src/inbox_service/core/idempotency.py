@@ -32,7 +32,8 @@ from inbox_service.core.errors import PROBLEM_JSON, TYPE_BASE
 RETENTION = timedelta(hours=24)
 LEASE = timedelta(seconds=60)
 MAX_KEY_LENGTH = 255
-_REPLAYED_HEADERS = {b"content-type", b"location", b"etag"}
+# What describes the answer itself; a 401 must carry WWW-Authenticate and a 405 Allow.
+_REPLAYED_HEADERS = {b"content-type", b"location", b"etag", b"www-authenticate", b"allow"}
 
 
 class IdempotencyKey(Base):
@@ -48,8 +49,17 @@ class IdempotencyKey(Base):
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
-async def _problem(send: Send, status: int, slug: str, title: str, detail: str) -> None:
-    body = {"type": TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+async def _problem(
+    send: Send, status: int, slug: str, title: str, detail: str, *, invalid_header: bool = False
+) -> None:
+    body: dict[str, object] = {
+        "type": TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if invalid_header:  # a validation problem: `errors` like every other 422 of that kind
+        body["errors"] = [{"loc": ["header", "Idempotency-Key"], "msg": detail}]
     await send_bytes(send, status, json.dumps(body).encode(), [("content-type", PROBLEM_JSON)])
 
 
@@ -77,6 +87,7 @@ class IdempotencyMiddleware:
                 "invalid",
                 "Invalid request",
                 f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
+                invalid_header=True,
             )
             return
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import secrets
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -23,7 +22,7 @@ import pytest
 
 from inbox_service.ingest import imap
 from inbox_service.ingest.imap import ImapError, ImapSession, ImapSettings
-from tests.support.dovecot import Dovecot, dovecot_available, free_port
+from tests.support.dovecot import Dovecot, free_port
 from tests.support.faultproxy import FaultProxy
 
 P = ParamSpec("P")
@@ -46,16 +45,6 @@ def bounded(
         return run
 
     return wrap
-
-
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[Dovecot]:
-    if not dovecot_available():
-        if os.environ.get("CI"):
-            pytest.fail("dovecot is not installed (apt-get install dovecot-imapd)")
-        pytest.skip("dovecot is not installed (apt-get install dovecot-imapd)")
-    with tempfile.TemporaryDirectory(prefix="dovecot-") as root, Dovecot(Path(root)) as server:
-        yield server
 
 
 @dataclass

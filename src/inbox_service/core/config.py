@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     imap_idle_renew_seconds: float = Field(
         default=540, gt=0, description="Re-issue IMAP IDLE after this long (servers cut it)."
     )
+    imap_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Connect and read timeout for IMAP servers."
+    )
     imap_rescan_seconds: float = Field(
         default=5.0, gt=0, description="How often a worker looks for inboxes to take over."
     )

@@ -23,6 +23,10 @@ What this module guarantees:
   A refused command (NO), such as EXAMINE on a missing folder, leaves the session usable.
 * `uids_after` drops UIDs at or below the watermark (the `n:*` quirk, F4), and `fetch` checks
   every body against its RFC822.SIZE, so a short literal is an error and never a message.
+* TLS: `ssl` is implicit TLS (993); `starttls` upgrades a plain connection with aioimaplib's
+  transport and `loop.start_tls()`, never logs in without TLS when the server does not offer
+  it, and gives up if the server sends anything between its STARTTLS OK and the handshake
+  (response injection). Capabilities are read again after TLS and after login.
 * One session belongs to one task; do not run its methods concurrently.
 
 Without the IDLE capability, `wait_for_change` raises `ImapError("unsupported")` and the caller
@@ -41,7 +45,7 @@ from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
-import aioimaplib  # type: ignore[import-untyped]
+import aioimaplib
 
 Security = Literal["ssl", "starttls", "none"]
 Reason = Literal[

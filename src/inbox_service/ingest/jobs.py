@@ -43,6 +43,7 @@ def mail_service(
                 rescan_seconds=settings.imap_rescan_seconds,
                 batch_size=settings.ingest_batch_size,
                 max_attachment_bytes=settings.ingest_max_attachment_bytes,
+                imap_timeout_seconds=settings.imap_timeout_seconds,
             ),
         )
         try:

@@ -55,6 +55,7 @@ class RunnerConfig:
     batch_size: int = 100
     max_attachment_bytes: int = 25 * 1024 * 1024
     max_inboxes: int = 200
+    imap_timeout_seconds: float = 30.0
 
 
 @dataclass
@@ -186,7 +187,9 @@ class InboxLoop:
         sup = self.supervisor
         while True:
             async with transaction(sup.sessionmaker) as session:
-                target = await status.load_target(session, self.inbox_id, sup.cipher)
+                target = await status.load_target(
+                    session, self.inbox_id, sup.cipher, timeout=self.config.imap_timeout_seconds
+                )
             if target is None:
                 return  # disabled, deleted or not configured: give the claim back
             try:

@@ -30,7 +30,9 @@ class SyncTarget:
     context: InboxContext
 
 
-def imap_settings_of(inbox: Inbox, cipher: CredentialCipher | None) -> ImapSettings:
+def imap_settings_of(
+    inbox: Inbox, cipher: CredentialCipher | None, *, timeout: float = 30.0
+) -> ImapSettings:
     secret = None
     if inbox.imap_secret_encrypted:
         if cipher is None:
@@ -47,6 +49,7 @@ def imap_settings_of(inbox: Inbox, cipher: CredentialCipher | None) -> ImapSetti
         username=inbox.imap_username or "",
         password=secret if inbox.imap_auth == "password" else None,
         oauth2_token=secret if inbox.imap_auth == "xoauth2" else None,
+        timeout=timeout,
     )
 
 
@@ -74,13 +77,13 @@ async def inbox_context(session: AsyncSession, inbox: Inbox) -> InboxContext:
 
 
 async def load_target(
-    session: AsyncSession, inbox_id: str, cipher: CredentialCipher | None
+    session: AsyncSession, inbox_id: str, cipher: CredentialCipher | None, *, timeout: float
 ) -> SyncTarget | None:
     inbox = await session.get(Inbox, inbox_id)
     if inbox is None or not inbox.imap_enabled or not inbox.imap_host:
         return None
     return SyncTarget(
-        imap=imap_settings_of(inbox, cipher),
+        imap=imap_settings_of(inbox, cipher, timeout=timeout),
         folders=tuple(inbox.imap_folders or ["INBOX"]),
         poll_seconds=inbox.imap_poll_seconds,
         context=await inbox_context(session, inbox),

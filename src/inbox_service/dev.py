@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import uvicorn
@@ -24,10 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from inbox_service.core.clock import SystemClock
 from inbox_service.core.config import Settings
-from inbox_service.core.crypto import generate_key
+from inbox_service.core.crypto import CredentialCipher, cipher_from, generate_key
 from inbox_service.core.db import create_engine, create_sessionmaker, transaction
 from inbox_service.core.migrations import upgrade
 from inbox_service.embedded_pg import EmbeddedPostgres, PostgresNotFound
+from inbox_service.inboxes.mail_settings import ImapSettingsIn
+
+if TYPE_CHECKING:
+    from inbox_service.demo import DemoMail
 
 DEV_ADMIN_EMAIL = "admin@example.com"
 DEV_DATABASE = "inbox"
@@ -70,12 +76,18 @@ async def _serve(settings: Settings, port: int, demo: bool) -> None:
     engine = create_engine(settings.database_url, pool_size=4)
     sessionmaker = create_sessionmaker(engine)
     clock = SystemClock()
+    mail = None
+    if demo:  # the demo IMAP server and SMTP sink (dev dependencies, checked in run_dev)
+        from inbox_service.demo import start_demo_mail
+
+        mail = await start_demo_mail(clock.now())
     async with transaction(sessionmaker) as session:
         admin, token = await users_service.bootstrap_admin(
             session, email=DEV_ADMIN_EMAIL, name="Dev Admin", now=clock.now()
         )
-        if demo:
-            await _add_demo_data(session, admin.id, now=clock.now())
+        if mail is not None:
+            cipher = cipher_from(settings.inbox_secret_key)
+            await _add_demo_data(session, admin.id, mail.imap_settings(), cipher, now=clock.now())
 
     app = create_app(settings, clock=clock)
     server = _Server(
@@ -107,7 +119,8 @@ async def _serve(settings: Settings, port: int, demo: bool) -> None:
             f"\ninbox-service dev is running\n  API:   {base}\n  Docs:  {base}/docs\n"
             f"  Admin: {DEV_ADMIN_EMAIL}\n  API key (admin): {token}\n"
             f"  Try:   curl -H 'Authorization: Bearer {token}' {base}/v1/me\n"
-            "Ctrl-C stops everything.\n",
+            + _demo_banner(mail, base, token)
+            + "Ctrl-C stops everything.\n",
             flush=True,
         )
     try:
@@ -115,22 +128,50 @@ async def _serve(settings: Settings, port: int, demo: bool) -> None:
     finally:
         worker.stop()
         await worker_task
+        if mail is not None:
+            await mail.aclose()
         await engine.dispose()
 
 
-async def _add_demo_data(session: AsyncSession, admin_id: str, *, now: datetime) -> None:
-    """A demo inbox with the admin and a demo agent as members (once)."""
+def _demo_banner(mail: DemoMail | None, base: str, token: str) -> str:
+    if mail is None:
+        return ""
+    return (
+        f"  IMAP:  {mail.host}:{mail.imap_port} (demo mailbox, no TLS; user {mail.username}, "
+        f"password {mail.password})\n"
+        f"  SMTP:  {mail.host}:{mail.smtp_port} (sink: keeps and logs what it receives)\n"
+        f"  Mail:  curl -H 'Authorization: Bearer {token}' "
+        f"'{base}/v1/events?types=conversation.created'\n"
+    )
+
+
+async def _add_demo_data(
+    session: AsyncSession,
+    admin_id: str,
+    imap: ImapSettingsIn,
+    cipher: CredentialCipher | None,
+    *,
+    now: datetime,
+) -> None:
+    """A demo inbox with the admin and a demo agent as members (once), syncing from the
+    demo IMAP server (on every start, as its port is new each time)."""
     from inbox_service.inboxes import service as inboxes_service
     from inbox_service.inboxes.models import Inbox
-    from inbox_service.inboxes.schemas import InboxIn
+    from inbox_service.inboxes.schemas import InboxIn, InboxPatch
     from inbox_service.users import service as users_service
     from inbox_service.users.models import User
     from inbox_service.users.schemas import UserIn
 
-    if await session.scalar(select(Inbox.id).where(Inbox.address == "support@example.com")):
+    inbox = await session.scalar(select(Inbox).where(Inbox.address == "support@example.com"))
+    if inbox is not None:
+        patch = InboxPatch(imap=imap)
+        await inboxes_service.update_inbox(session, inbox, patch, now=now, cipher=cipher)
         return
     inbox = await inboxes_service.create_inbox(
-        session, InboxIn(name="Demo Support", address="support@example.com"), now=now
+        session,
+        InboxIn(name="Demo Support", address="support@example.com", imap=imap),
+        now=now,
+        cipher=cipher,
     )
     agent = await session.scalar(select(User).where(User.email == "agent@example.com"))
     if agent is None:
@@ -148,6 +189,17 @@ def run_dev(*, port: int, demo: bool, data_dir: Path) -> int:
     overrides: dict[str, object] = {}
     if env_settings.inbox_secret_key is None:
         overrides["inbox_secret_key"] = SecretStr(_secret_key(data_dir))
+
+    if demo:
+        try:
+            importlib.import_module("inbox_service.demo")
+        except ImportError as exc:  # pymap and aiosmtpd are dev dependencies
+            print(
+                f"inbox-service dev --demo: {exc.name or exc} is missing; "
+                "install the dev dependencies: uv sync",
+                file=sys.stderr,
+            )
+            return 2
 
     postgres: EmbeddedPostgres | None = None
     if "DATABASE_URL" not in os.environ:

@@ -5,15 +5,17 @@ Decisions these tests pin down (see the module docstring of `core/idempotency.py
 * a handler's 4xx answer is stored and replayed like a 2xx: the key stands for "this
   request", and the client learns the same outcome every time it retries;
 * a 5xx answer (or an exception) is not stored: the retry runs again;
-* bodies are compared byte for byte, so the same JSON with other whitespace is "another body".
+* bodies are compared byte for byte, so the same JSON with other whitespace is "another body";
+* stored answers keep the headers that describe them (Location, ETag, WWW-Authenticate, Allow);
+* keys belong to the credential (the `Authorization` header), not to the user.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -45,7 +47,9 @@ def with_key(headers: dict[str, str], key: str) -> dict[str, str]:
     return {**headers, "Idempotency-Key": key}
 
 
-async def set_in_progress(db: SessionMaker, key: str, *, locked_for: timedelta, now: Any) -> None:
+async def set_in_progress(
+    db: SessionMaker, key: str, *, locked_for: timedelta, now: datetime
+) -> None:
     """Turn the stored row of `key` back into a claim without an answer, leased until now+delta."""
     async with transaction(db) as s:
         await s.execute(
@@ -110,6 +114,17 @@ class TestIdempotencyKey:
         assert problem["type"].endswith("/idempotency-key-reused")
         assert "Idempotent-Replayed" not in response.headers
         assert await count(db, Inbox) == before
+
+    async def test_same_json_with_other_whitespace_is_another_body(
+        self, client: httpx.AsyncClient, team: Team
+    ) -> None:
+        headers = {**with_key(team.admin_headers, "ws"), "Content-Type": "application/json"}
+        first = await client.post("/v1/inboxes", content=json.dumps(SALES), headers=headers)
+        second = await client.post(
+            "/v1/inboxes", content=json.dumps(SALES, indent=2), headers=headers
+        )
+        assert first.status_code == 201
+        assert second.status_code == 422
 
     async def test_same_key_other_path_is_422(
         self, client: httpx.AsyncClient, team: Team, db: SessionMaker

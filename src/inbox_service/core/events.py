@@ -78,6 +78,24 @@ class Event(Base):
         return f"evt_{self.id}"
 
 
+def new_event(
+    event_type: EventType,
+    data: dict[str, Any],
+    *,
+    now: datetime,
+    inbox_id: str | None = None,
+    conversation_id: str | None = None,
+) -> Event:
+    """An event row to add to the session (for writers that add many at once)."""
+    return Event(
+        type=event_type.value,
+        inbox_id=inbox_id,
+        conversation_id=conversation_id,
+        data=data,
+        created_at=now,
+    )
+
+
 async def emit(
     session: AsyncSession,
     event_type: EventType,
@@ -88,13 +106,7 @@ async def emit(
     conversation_id: str | None = None,
 ) -> Event:
     """Record an event in the caller's transaction; it becomes visible when that commits."""
-    event = Event(
-        type=event_type.value,
-        inbox_id=inbox_id,
-        conversation_id=conversation_id,
-        data=data,
-        created_at=now,
-    )
+    event = new_event(event_type, data, now=now, inbox_id=inbox_id, conversation_id=conversation_id)
     session.add(event)
     await session.flush()
     return event

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, StringConstraints, model_validator
+from pydantic import BaseModel, Field, SecretStr, StringConstraints, field_validator
 
 from inbox_service.core.crypto import CredentialCipher
 from inbox_service.core.errors import Invalid
@@ -40,11 +40,13 @@ class ImapSettingsIn(StrictIn):
     poll_interval_seconds: int = Field(default=60, ge=10, le=86_400)
     enabled: bool = True
 
-    @model_validator(mode="after")
-    def _unique_folders(self) -> ImapSettingsIn:
-        if len(set(self.folders)) != len(self.folders):
+    @field_validator("folders")
+    @classmethod
+    def _unique_folders(cls, folders: list[str]) -> list[str]:
+        # a field validator, so the 422 names `imap.folders` rather than just `imap`
+        if len(set(folders)) != len(folders):
             raise ValueError("folders must not repeat")
-        return self
+        return folders
 
 
 class ImapSettingsOut(BaseModel):

@@ -55,7 +55,12 @@ async def test_inbox_connection(
     caller.require_admin()
     candidate = body.imap if body else None
     await end_before_network_io(session)
-    return await service.test_connection(inbox, candidate, cipher_from(settings.inbox_secret_key))
+    return await service.test_connection(
+        inbox,
+        candidate,
+        cipher_from(settings.inbox_secret_key),
+        timeout=min(settings.imap_timeout_seconds, service.TEST_CONNECTION_TIMEOUT),
+    )
 
 
 @router.get("/{inbox_id}/quarantine", response_model=QuarantinePage)

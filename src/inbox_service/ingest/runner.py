@@ -34,6 +34,7 @@ from inbox_service.core.crypto import CredentialCipher
 from inbox_service.core.db import SessionMaker, transaction
 from inbox_service.ingest import status
 from inbox_service.ingest.imap import ImapError, ImapSession
+from inbox_service.ingest.store import ConcurrentIngest
 from inbox_service.ingest.sync import FolderSync, LostLease
 
 log = logging.getLogger(__name__)
@@ -188,16 +189,23 @@ class InboxLoop:
         while True:
             async with transaction(sup.sessionmaker) as session:
                 target = await status.load_target(
-                    session, self.inbox_id, sup.cipher, timeout=self.config.imap_timeout_seconds
+                    session,
+                    self.inbox_id,
+                    sup.cipher,
+                    imap_timeout=self.config.imap_timeout_seconds,
                 )
             if target is None:
                 return  # disabled, deleted or not configured: give the claim back
             try:
                 await self._connected(target)
-            except LostLease:
-                log.warning("inbox %s was taken over; stopping here", self.inbox_id)
+            except (LostLease, ConcurrentIngest):
+                log.warning(
+                    "inbox %s is being written by another worker; stopping here", self.inbox_id
+                )
                 return
-            except (ImapError, OSError, TimeoutError) as exc:
+            except Exception as exc:
+                if not isinstance(exc, ImapError | OSError | TimeoutError):
+                    log.exception("inbox %s: unexpected error while syncing", self.inbox_id)
                 self.failures += 1
                 async with transaction(sup.sessionmaker) as session:
                     await status.record_failure(

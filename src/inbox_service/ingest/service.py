@@ -60,19 +60,29 @@ async def sync_status(session: AsyncSession, inbox: Inbox) -> SyncStatusOut:
     )
 
 
+TEST_CONNECTION_TIMEOUT = 15.0
+"""The most a connection test waits for any one step: a person is waiting on the answer."""
+
+
 async def test_connection(
-    inbox: Inbox, candidate: ImapSettingsIn | None, cipher: CredentialCipher | None
+    inbox: Inbox,
+    candidate: ImapSettingsIn | None,
+    cipher: CredentialCipher | None,
+    *,
+    timeout: float,  # noqa: ASYNC109 (per IMAP step, not overall)
 ) -> TestConnectionOut:
-    """Connect, log in and examine each folder; report the first failure. Saves nothing."""
+    """Connect, log in and examine each folder; report the first failure. Saves nothing.
+
+    `timeout` bounds each network step (connect, greeting, login, EXAMINE)."""
     try:
         if candidate is None:
             _require_imap(inbox)
             settings = status.imap_settings_of(inbox, cipher)
             folders = list(inbox.imap_folders or ["INBOX"])
         else:
-            stored = status.imap_settings_of(inbox, cipher) if inbox.imap_host else None
             secret = candidate.secret.get_secret_value() if candidate.secret else None
-            if secret is None and stored is not None and stored.username == candidate.username:
+            if secret is None and inbox.imap_host and candidate.username == inbox.imap_username:
+                stored = status.imap_settings_of(inbox, cipher)
                 secret = stored.password or stored.oauth2_token
             settings = imap.ImapSettings(
                 host=candidate.host,
@@ -81,10 +91,9 @@ async def test_connection(
                 username=candidate.username,
                 password=secret if candidate.auth == "password" else None,
                 oauth2_token=secret if candidate.auth == "xoauth2" else None,
-                timeout=15.0,
             )
             folders = list(candidate.folders)
-        results = await imap.test_connection(replace(settings, timeout=15.0), folders)
+        results = await imap.test_connection(replace(settings, timeout=timeout), folders)
     except imap.ImapError as exc:
         return TestConnectionOut(ok=False, reason=exc.reason, message=exc.message, folders=[])
     return TestConnectionOut(

@@ -39,7 +39,10 @@ def imap_settings_of(
             raise ImapError(
                 "auth", "INBOX_SECRET_KEY is not set: stored credentials are unreadable"
             )
-        secret = cipher.decrypt(inbox.imap_secret_encrypted)
+        try:
+            secret = cipher.decrypt(inbox.imap_secret_encrypted)
+        except ValueError as exc:  # INBOX_SECRET_KEY rotated without keeping the old key
+            raise ImapError("auth", str(exc)) from exc
     return ImapSettings(
         host=inbox.imap_host or "",
         port=inbox.imap_port or (993 if inbox.imap_security == "ssl" else 143),
@@ -77,13 +80,13 @@ async def inbox_context(session: AsyncSession, inbox: Inbox) -> InboxContext:
 
 
 async def load_target(
-    session: AsyncSession, inbox_id: str, cipher: CredentialCipher | None, *, timeout: float
+    session: AsyncSession, inbox_id: str, cipher: CredentialCipher | None, *, imap_timeout: float
 ) -> SyncTarget | None:
     inbox = await session.get(Inbox, inbox_id)
     if inbox is None or not inbox.imap_enabled or not inbox.imap_host:
         return None
     return SyncTarget(
-        imap=imap_settings_of(inbox, cipher, timeout=timeout),
+        imap=imap_settings_of(inbox, cipher, timeout=imap_timeout),
         folders=tuple(inbox.imap_folders or ["INBOX"]),
         poll_seconds=inbox.imap_poll_seconds,
         context=await inbox_context(session, inbox),
@@ -121,7 +124,12 @@ async def record_failure(
     session: AsyncSession, inbox_id: str, error: Exception, *, now: datetime, alert_at: int
 ) -> None:
     """Count the failure; the `alert_at`-th in a row raises the event and the alert."""
-    reason = error.reason if isinstance(error, ImapError) else "network"
+    if isinstance(error, ImapError):
+        reason: str = error.reason
+    elif isinstance(error, OSError | TimeoutError):
+        reason = "network"
+    else:
+        reason = "internal"
     message = str(error) or type(error).__name__
     state = await _state(session, inbox_id)
     state.consecutive_failures += 1

@@ -40,7 +40,7 @@ from inbox_service.conversations.models import (
     MessageLocation,
     MessageRaw,
 )
-from inbox_service.core.events import EventType, emit
+from inbox_service.core.events import Event, EventType, new_event
 from inbox_service.core.ids import new_id
 from inbox_service.ingest.mime import Address, ParsedMessage, fallback_message_id
 from inbox_service.ingest.subjects import base_subject, thread_index_guid
@@ -120,26 +120,38 @@ def conversation_summary(conversation: Conversation) -> dict[str, Any]:
     }
 
 
-def message_summary(message: Message) -> dict[str, Any]:
+def message_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """The message as events carry it (from the row about to be inserted)."""
     return {
-        "id": message.id,
-        "conversation_id": message.conversation_id,
-        "direction": message.direction,
-        "subject": message.subject,
-        "from": {"name": message.from_name, "address": message.from_address},
-        "snippet": message.snippet,
-        "threaded_by": message.threaded_by,
-        "auto_kind": message.auto_kind,
-        "parse_status": message.parse_status,
-        "received_at": message.received_at.isoformat(),
+        "id": row["id"],
+        "conversation_id": row["conversation_id"],
+        "direction": row["direction"],
+        "subject": row["subject"],
+        "from": {"name": row["from_name"], "address": row["from_address"]},
+        "snippet": row["snippet"],
+        "threaded_by": row["threaded_by"],
+        "auto_kind": row["auto_kind"],
+        "parse_status": row["parse_status"],
+        "received_at": row["received_at"].isoformat(),
     }
+
+
+class ConcurrentIngest(Exception):
+    """Another writer stored some of these messages first; the batch must be redone."""
 
 
 async def store_batch(
     session: AsyncSession, inbox: InboxContext, items: Sequence[Incoming], *, now: datetime
 ) -> StoreResult:
-    """Store `items` (in server order) exactly once each; the caller commits."""
+    """Store `items` (in server order) exactly once each; the caller commits.
+
+    A batch costs about a dozen queries whatever its size: everything threading needs is
+    fetched up front, messages are threaded in memory in order (so a reply and its parent
+    in the same batch find each other), and rows are written with multi-row inserts.
+    """
     result = StoreResult()
+    if not items:
+        return result
     keys = [dedupe_key_of(item) for item in items]
     rows = await session.execute(
         select(Message.dedupe_key, Message.id).where(
@@ -147,381 +159,406 @@ async def store_batch(
         )
     )
     known: dict[str, str] = dict(rows.all())
+    batch = _Batch(session, inbox, now)
+    await batch.prefetch([item for item, key in zip(items, keys, strict=True) if key not in known])
     for item, key in zip(items, keys, strict=True):
-        message_id = known.get(key)
-        if message_id is None:
-            message, created = await _store_one(session, inbox, item, key, now=now)
-            if message is None:  # stored concurrently by someone else: a duplicate after all
-                result.duplicates += 1
-                continue
-            known[key] = message_id = message.id
+        if key in known:
+            result.duplicates += 1
+        else:
+            known[key], created = await batch.plan(item, key)
             result.stored += 1
             result.conversations_created += int(created)
-        else:
-            result.duplicates += 1
-        await _record_location(session, inbox, item, message_id)
+        batch.locate(item, known[key])
+    await batch.write()
     return result
 
 
-async def _record_location(
-    session: AsyncSession, inbox: InboxContext, item: Incoming, message_id: str
-) -> None:
-    if item.folder is None or item.uidvalidity is None or item.uid is None:
-        return
-    await session.execute(
-        insert(MessageLocation)
-        .values(
-            inbox_id=inbox.inbox_id,
-            folder=item.folder,
-            uidvalidity=item.uidvalidity,
-            uid=item.uid,
-            message_id=message_id,
-        )
-        .on_conflict_do_nothing()
-    )
-
-
-async def _store_one(
-    session: AsyncSession, inbox: InboxContext, item: Incoming, key: str, *, now: datetime
-) -> tuple[Message | None, bool]:
-    parsed = item.parsed
-    if parsed.parse_status != "ok" and parsed.sender is None:
-        # Not really mail, nothing to thread on: keep it, raw, in the inbox's quarantine.
-        return await _insert_message(session, inbox, item, key, None, "new", now=now), False
-
-    at = effective_time(parsed, now)
-    from_team = inbox.is_team(parsed.sender)
-    customer = _customer_of(inbox, parsed) if from_team else parsed.sender
-    contact = await _upsert_contact(session, customer, now=now)
-    conversation, threaded_by = await _find_conversation(session, inbox, parsed, contact, at)
-    created = conversation is None
-    if conversation is None:
-        conversation = await _new_conversation(session, inbox, parsed, contact, at=at, now=now)
-    message = await _insert_message(
-        session,
-        inbox,
-        item,
-        key,
-        conversation,
-        threaded_by,
-        direction="outbound" if from_team else "inbound",
-        now=now,
-    )
-    if message is None:
-        if created:
-            await session.delete(conversation)
-        return None, False
-    await _apply_to_conversation(session, conversation, message, created=created, now=now)
-    return message, created
+def _tokens(parsed: ParsedMessage) -> list[str]:
+    found = [
+        m.group(1)
+        for ref in (*parsed.references, *parsed.in_reply_to)
+        if (m := TOKEN_RE.search(ref))
+    ]
+    found += [
+        m.group(1) for a in (*parsed.to, *parsed.cc) if (m := PLUS_TOKEN_RE.search(a.address))
+    ]
+    return found
 
 
 def _customer_of(inbox: InboxContext, parsed: ParsedMessage) -> Address | None:
-    """For mail from the team: the first recipient who is not on the team."""
+    """The customer of a message: its sender, or for mail from the team the first
+    recipient who is not on the team."""
+    if not inbox.is_team(parsed.sender):
+        return parsed.sender
     return next((a for a in (*parsed.to, *parsed.cc) if not inbox.is_team(a)), None)
 
 
-async def _upsert_contact(
-    session: AsyncSession, sender: Address | None, *, now: datetime
-) -> Contact | None:
-    if sender is None or not sender.address:
-        return None
-    email = sender.address.lower()
-    contact_id = await session.scalar(
-        insert(Contact)
-        .values(
-            id=new_id("ctc"),
-            email=email,
-            name=sender.name,
-            first_seen_at=now,
-            created_at=now,
-            updated_at=now,
+def _guid(parsed: ParsedMessage) -> bytes | None:
+    return thread_index_guid(parsed.thread_index) if parsed.thread_index else None
+
+
+class _Batch:
+    """The in-memory state of one batch: lookups, conversations touched, rows to write."""
+
+    def __init__(self, session: AsyncSession, inbox: InboxContext, now: datetime) -> None:
+        self.session = session
+        self.inbox = inbox
+        self.now = now
+        self.contacts: dict[str, str] = {}  # lower-cased address -> contact id
+        self.by_message_id: dict[str, str] = {}  # Message-ID -> conversation id
+        self.by_child: dict[str, str] = {}  # Message-ID a stored reply points at -> its conv.
+        self.by_token: dict[str, str] = {}
+        self.by_guid: dict[bytes, str] = {}
+        self.conversations: dict[str, Conversation] = {}
+        self.messages: list[dict[str, Any]] = []
+        self.raws: list[dict[str, Any]] = []
+        self.attachments: list[dict[str, Any]] = []
+        self.locations: list[dict[str, Any]] = []
+        self.events: list[Event] = []
+
+    async def prefetch(self, items: Sequence[Incoming]) -> None:
+        """Everything threading may look up, for the whole batch, in a handful of queries."""
+        inbox_id = self.inbox.inbox_id
+        parsed = [item.parsed for item in items]
+        await self._upsert_contacts(parsed)
+        wanted = {
+            mid for p in parsed for mid in (*p.in_reply_to, *p.references, *p.bounced_message_ids)
+        }
+        if wanted:
+            parents = await self.session.execute(
+                select(Message.message_id, Message.conversation_id).where(
+                    Message.inbox_id == inbox_id,
+                    Message.message_id.in_(wanted),
+                    Message.conversation_id.is_not(None),
+                )
+            )
+            self.by_message_id.update({mid: cid for mid, cid in parents if mid and cid})
+        own_ids = [p.message_id for p in parsed if p.message_id]
+        if own_ids:
+            children = await self.session.execute(
+                select(Message.parent_ids, Message.conversation_id).where(
+                    Message.inbox_id == inbox_id,
+                    Message.parent_ids.overlap(own_ids),
+                    Message.conversation_id.is_not(None),
+                )
+            )
+            own = set(own_ids)
+            for parent_ids, cid in children:
+                for parent in own.intersection(parent_ids or ()):
+                    if cid is not None:
+                        self.by_child.setdefault(parent, cid)
+        tokens = {t for p in parsed for t in _tokens(p)}
+        if tokens:
+            tokened = await self.session.execute(
+                select(Conversation.thread_token, Conversation.id).where(
+                    Conversation.inbox_id == inbox_id, Conversation.thread_token.in_(tokens)
+                )
+            )
+            self.by_token.update(dict(tokened.all()))
+        guids = {g for p in parsed if (g := _guid(p)) is not None}
+        if guids:
+            indexed = await self.session.execute(
+                select(Message.thread_index_guid, Message.conversation_id).where(
+                    Message.inbox_id == inbox_id,
+                    Message.thread_index_guid.in_(guids),
+                    Message.conversation_id.is_not(None),
+                )
+            )
+            self.by_guid.update({g: cid for g, cid in indexed if g and cid})
+        ids = {
+            *self.by_message_id.values(),
+            *self.by_child.values(),
+            *self.by_token.values(),
+            *self.by_guid.values(),
+        }
+        if ids:
+            found = await self.session.scalars(select(Conversation).where(Conversation.id.in_(ids)))
+            self.conversations.update({c.id: c for c in found})
+
+    async def _upsert_contacts(self, parsed: Sequence[ParsedMessage]) -> None:
+        people: dict[str, str | None] = {}
+        for p in parsed:
+            customer = _customer_of(self.inbox, p)
+            if customer is not None and customer.address:
+                email = customer.address.lower()
+                people[email] = people.get(email) or customer.name
+        if not people:
+            return
+        stmt = insert(Contact).values(
+            [
+                {
+                    "id": new_id("ctc"),
+                    "email": email,
+                    "name": name,
+                    "first_seen_at": self.now,
+                    "created_at": self.now,
+                    "updated_at": self.now,
+                }
+                for email, name in sorted(people.items())
+            ]
         )
-        .on_conflict_do_update(
+        # Learn a display name the first time one shows up; never overwrite one (or an edit).
+        stmt = stmt.on_conflict_do_update(
             index_elements=[Contact.email],
-            # Learn a display name the first time one shows up; never overwrite an edit.
-            set_={"name": func.coalesce(Contact.name, sender.name)},
+            set_={"name": func.coalesce(Contact.name, stmt.excluded.name)},
         )
-        .returning(Contact.id)
-    )
-    return await session.get(Contact, contact_id)
+        rows = await self.session.execute(stmt.returning(Contact.email, Contact.id))
+        self.contacts.update(dict(rows.all()))
 
+    async def plan(self, item: Incoming, key: str) -> tuple[str, bool]:
+        """Thread one new message and apply it to its conversation, in memory."""
+        parsed = item.parsed
+        at = effective_time(parsed, self.now)
+        from_team = self.inbox.is_team(parsed.sender)
+        customer = _customer_of(self.inbox, parsed)
+        contact_id = self.contacts.get(customer.address.lower()) if customer else None
+        conversation: Conversation | None = None
+        threaded_by = "new"
+        created = False
+        if parsed.parse_status != "ok" and parsed.sender is None:
+            pass  # not really mail, nothing to thread on: the inbox's quarantine keeps it raw
+        else:
+            conversation, threaded_by = await self._thread(parsed, contact_id, at)
+            if conversation is None:
+                conversation = self._new_conversation(parsed, contact_id, at)
+                created = True
+        row = self._message_row(item, key, conversation, threaded_by, from_team, at)
+        if conversation is not None:
+            self._remember(parsed, conversation.id)
+            self._apply(conversation, row, created=created)
+        return row["id"], created
 
-async def _conversation_of_message_ids(
-    session: AsyncSession, inbox_id: str, message_ids: Sequence[str]
-) -> Conversation | None:
-    """The conversation of the latest-listed id that is known here."""
-    if not message_ids:
-        return None
-    rows = await session.execute(
-        select(Message.message_id, Message.conversation_id).where(
-            Message.inbox_id == inbox_id,
-            Message.message_id.in_(message_ids),
-            Message.conversation_id.is_not(None),
-        )
-    )
-    conversation_of: dict[str | None, str | None] = dict(rows.all())
-    for mid in reversed(message_ids):
-        if (conversation_id := conversation_of.get(mid)) is not None:
-            return await session.get(Conversation, conversation_id)
-    return None
-
-
-def _tokens(parsed: ParsedMessage) -> list[str]:
-    tokens = [
-        m.group(1)
-        for ref in parsed.references + parsed.in_reply_to
-        for m in [TOKEN_RE.search(ref)]
-        if m
-    ]
-    for address in (*parsed.to, *parsed.cc):
-        if match := PLUS_TOKEN_RE.search(address.address):
-            tokens.append(match.group(1))
-    return tokens
-
-
-async def _find_conversation(
-    session: AsyncSession,
-    inbox: InboxContext,
-    parsed: ParsedMessage,
-    contact: Contact | None,
-    at: datetime,
-) -> tuple[Conversation | None, str]:
-    inbox_id = inbox.inbox_id
-    if parsed.auto == "bounce" and parsed.bounced_message_ids:
-        found = await _conversation_of_message_ids(session, inbox_id, parsed.bounced_message_ids)
-        if found is not None:
-            return found, "references"
-    if found := await _conversation_of_message_ids(session, inbox_id, parsed.in_reply_to):
-        return found, "in_reply_to"
-    if found := await _conversation_of_message_ids(session, inbox_id, parsed.references):
-        return found, "references"
-    for token in _tokens(parsed):
-        found = await session.scalar(
-            select(Conversation).where(
-                Conversation.inbox_id == inbox_id, Conversation.thread_token == token
+    async def _thread(
+        self, parsed: ParsedMessage, contact_id: str | None, at: datetime
+    ) -> tuple[Conversation | None, str]:
+        def by_ids(ids: Iterable[str]) -> str | None:
+            return next(
+                (cid for mid in reversed(list(ids)) if (cid := self.by_message_id.get(mid))), None
             )
-        )
-        if found is not None:
-            return found, "token"
-    guid = thread_index_guid(parsed.thread_index) if parsed.thread_index else None
-    if guid is not None:
-        conversation_id = await session.scalar(
-            select(Message.conversation_id)
+
+        if parsed.auto == "bounce" and (cid := by_ids(parsed.bounced_message_ids)):
+            return self.conversations[cid], "references"
+        if cid := by_ids(parsed.in_reply_to):
+            return self.conversations[cid], "in_reply_to"
+        if cid := by_ids(parsed.references):
+            return self.conversations[cid], "references"
+        for token in _tokens(parsed):
+            if cid := self.by_token.get(token):
+                return self.conversations[cid], "token"
+        guid = _guid(parsed)
+        if guid is not None and (cid := self.by_guid.get(guid)):
+            return self.conversations[cid], "thread_index"
+        if parsed.message_id and (cid := self.by_child.get(parsed.message_id)):
+            return self.conversations[cid], "references"
+        found = await self._by_subject(parsed, contact_id, at)
+        return (found, "subject") if found is not None else (None, "new")
+
+    async def _by_subject(
+        self, parsed: ParsedMessage, contact_id: str | None, at: datetime
+    ) -> Conversation | None:
+        """The last resort, bounded: only mail with no reply headers that says it is a
+        reply (Re:, AW:, Fwd: …), from or to the conversation's contact, within the window."""
+        if parsed.in_reply_to or parsed.references or self.inbox.subject_window <= timedelta(0):
+            return None
+        base = base_subject(parsed.subject)
+        if not base or base == parsed.subject.strip().casefold():
+            return None
+        participants = {a.address.lower() for a in (*parsed.to, *parsed.cc)}
+        if parsed.sender is not None:
+            participants.add(parsed.sender.address.lower())
+        participants -= self.inbox.team_addresses
+        contact_ids = {self.contacts[a] for a in participants if a in self.contacts}
+        if contact_id:
+            contact_ids.add(contact_id)
+        if not contact_ids:
+            return None
+        found = await self.session.scalar(
+            select(Conversation)
             .where(
-                Message.inbox_id == inbox_id,
-                Message.thread_index_guid == guid,
-                Message.conversation_id.is_not(None),
+                Conversation.inbox_id == self.inbox.inbox_id,
+                Conversation.base_subject == base,
+                Conversation.contact_id.in_(contact_ids),
+                Conversation.last_message_at >= at - self.inbox.subject_window,
             )
+            .order_by(Conversation.last_message_at.desc())
             .limit(1)
         )
-        if conversation_id is not None:
-            return await session.get(Conversation, conversation_id), "thread_index"
-    if parsed.message_id:
-        conversation_id = await session.scalar(
-            select(Message.conversation_id)
-            .where(
-                Message.inbox_id == inbox_id,
-                Message.parent_ids.contains([parsed.message_id]),
-                Message.conversation_id.is_not(None),
-            )
-            .limit(1)
+        if found is not None:
+            self.conversations.setdefault(found.id, found)
+        return found
+
+    def _new_conversation(
+        self, parsed: ParsedMessage, contact_id: str | None, at: datetime
+    ) -> Conversation:
+        conversation = Conversation(
+            id=new_id("cnv"),
+            inbox_id=self.inbox.inbox_id,
+            contact_id=contact_id,
+            subject=parsed.subject,
+            base_subject=base_subject(parsed.subject),
+            thread_token=new_thread_token(),
+            status="open",
+            priority="normal",
+            message_count=0,
+            snippet="",
+            last_message_at=at,
+            waiting_since=None,
+            version=1,
+            created_at=self.now,
+            updated_at=self.now,
         )
-        if conversation_id is not None:
-            return await session.get(Conversation, conversation_id), "references"
-    found = await _by_subject(session, inbox, parsed, contact, at)
-    if found is not None:
-        return found, "subject"
-    return None, "new"
+        self.session.add(conversation)
+        self.conversations[conversation.id] = conversation
+        return conversation
 
+    def _remember(self, parsed: ParsedMessage, conversation_id: str) -> None:
+        """Later messages of this batch thread onto this one as if it were stored."""
+        if parsed.message_id:
+            self.by_message_id[parsed.message_id] = conversation_id
+        for parent in (*parsed.in_reply_to, *parsed.references):
+            if parent not in self.by_message_id:
+                self.by_child.setdefault(parent, conversation_id)
+        if (guid := _guid(parsed)) is not None:
+            self.by_guid.setdefault(guid, conversation_id)
 
-async def _by_subject(
-    session: AsyncSession,
-    inbox: InboxContext,
-    parsed: ParsedMessage,
-    contact: Contact | None,
-    at: datetime,
-) -> Conversation | None:
-    """The last resort, bounded: only mail with no reply headers that says it is a reply."""
-    if parsed.in_reply_to or parsed.references:
-        return None
-    base = base_subject(parsed.subject)
-    if not base or base == parsed.subject.strip().casefold():
-        return None  # no Re:/Fwd:/AW: prefix: a new topic, even with a familiar subject
-    participants = {a.address.lower() for a in (*parsed.to, *parsed.cc)}
-    if contact is not None:
-        participants.add(contact.email)
-    participants -= inbox.team_addresses
-    if not participants:
-        return None
-    stmt = (
-        select(Conversation)
-        .join(Contact, Contact.id == Conversation.contact_id)
-        .where(
-            Conversation.inbox_id == inbox.inbox_id,
-            Conversation.base_subject == base,
-            Contact.email.in_(participants),
-            Conversation.last_message_at >= at - inbox.subject_window,
-        )
-        .order_by(Conversation.last_message_at.desc())
-        .limit(1)
-    )
-    return await session.scalar(stmt)
-
-
-async def _new_conversation(
-    session: AsyncSession,
-    inbox: InboxContext,
-    parsed: ParsedMessage,
-    contact: Contact | None,
-    *,
-    at: datetime,
-    now: datetime,
-) -> Conversation:
-    conversation = Conversation(
-        id=new_id("cnv"),
-        inbox_id=inbox.inbox_id,
-        contact_id=contact.id if contact else None,
-        subject=parsed.subject,
-        base_subject=base_subject(parsed.subject),
-        thread_token=new_thread_token(),
-        status="open",
-        priority="normal",
-        message_count=0,
-        snippet="",
-        last_message_at=at,
-        version=1,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(conversation)
-    await session.flush()
-    return conversation
-
-
-async def _insert_message(
-    session: AsyncSession,
-    inbox: InboxContext,
-    item: Incoming,
-    key: str,
-    conversation: Conversation | None,
-    threaded_by: str,
-    *,
-    direction: str = "inbound",
-    now: datetime,
-) -> Message | None:
-    parsed = item.parsed
-    message_id = new_id("msg")
-    sender = parsed.sender
-    values: dict[str, Any] = {
-        "id": message_id,
-        "inbox_id": inbox.inbox_id,
-        "conversation_id": conversation.id if conversation else None,
-        "direction": direction,
-        "dedupe_key": key,
-        "message_id": parsed.message_id,
-        "in_reply_to": list(parsed.in_reply_to),
-        "references": list(parsed.references),
-        "parent_ids": list(dict.fromkeys([*parsed.in_reply_to, *parsed.references])),
-        "thread_index_guid": thread_index_guid(parsed.thread_index)
-        if parsed.thread_index
-        else None,
-        "subject": parsed.subject,
-        "from_name": sender.name if sender else None,
-        "from_address": sender.address.lower() if sender else None,
-        "to": _addresses(parsed.to),
-        "cc": _addresses(parsed.cc),
-        "reply_to": _addresses(parsed.reply_to),
-        "sent_at": parsed.date,
-        "received_at": effective_time(parsed, now),
-        "created_at": now,
-        "text_body": parsed.text,
-        "html_body": parsed.html,
-        "snippet": parsed.snippet,
-        "threaded_by": threaded_by,
-        "auto_kind": parsed.auto,
-        "parse_status": parsed.parse_status,
-        "parse_error": parsed.parse_error,
-        "size": len(item.raw),
-        "raw_sha256": hashlib.sha256(item.raw).hexdigest(),
-    }
-    inserted = await session.scalar(
-        insert(Message).values(**values).on_conflict_do_nothing().returning(Message.id)
-    )
-    if inserted is None:
-        return None
-    session.add(MessageRaw(message_id=message_id, raw=item.raw))
-    for attachment in parsed.attachments:
-        session.add(
-            Attachment(
-                id=new_id("att"),
-                message_id=message_id,
-                filename=attachment.filename,
-                content_type=attachment.content_type,
-                content_id=attachment.content_id,
-                inline=attachment.inline,
-                size=len(attachment.data),
-                data=attachment.data,
-                truncated=False,
-            )
-        )
-    await session.flush()
-    return await session.get_one(Message, message_id)
-
-
-async def _apply_to_conversation(
-    session: AsyncSession,
-    conversation: Conversation,
-    message: Message,
-    *,
-    created: bool,
-    now: datetime,
-) -> None:
-    """Counts, snippet, waiting time, reopening; and the events, in this transaction."""
-    from_customer = message.direction == "inbound" and message.auto_kind is None
-    conversation.message_count += 1
-    conversation.last_message_at = max(conversation.last_message_at, message.received_at)
-    if message.snippet:
-        conversation.snippet = message.snippet
-    reopened = False
-    if from_customer:
-        conversation.waiting_since = conversation.waiting_since or message.received_at
-        if conversation.status == "resolved":
-            conversation.status = "open"
-            reopened = True
-    elif message.direction == "outbound":
-        conversation.waiting_since = None  # we answered
-    conversation.updated_at = now
-    conversation.version += 1
-    await session.flush()
-    inbox_id, conversation_id = conversation.inbox_id, conversation.id
-    if created:
-        await emit(
-            session,
-            EventType.CONVERSATION_CREATED,
-            {"conversation": conversation_summary(conversation)},
-            now=now,
-            inbox_id=inbox_id,
-            conversation_id=conversation_id,
-        )
-    await emit(
-        session,
-        EventType.MESSAGE_RECEIVED,
-        {"conversation": conversation_summary(conversation), "message": message_summary(message)},
-        now=now,
-        inbox_id=inbox_id,
-        conversation_id=conversation_id,
-    )
-    if reopened:
-        await emit(
-            session,
-            EventType.CONVERSATION_STATUS_CHANGED,
+    def _message_row(
+        self,
+        item: Incoming,
+        key: str,
+        conversation: Conversation | None,
+        threaded_by: str,
+        from_team: bool,
+        at: datetime,
+    ) -> dict[str, Any]:
+        parsed, message_id = item.parsed, new_id("msg")
+        sender = parsed.sender
+        row = {
+            "id": message_id,
+            "inbox_id": self.inbox.inbox_id,
+            "conversation_id": conversation.id if conversation else None,
+            "direction": "outbound" if from_team else "inbound",
+            "dedupe_key": key,
+            "message_id": parsed.message_id,
+            "in_reply_to": list(parsed.in_reply_to),
+            "references": list(parsed.references),
+            "parent_ids": list(dict.fromkeys([*parsed.in_reply_to, *parsed.references])),
+            "thread_index_guid": _guid(parsed),
+            "subject": parsed.subject,
+            "from_name": sender.name if sender else None,
+            "from_address": sender.address.lower() if sender else None,
+            "to": _addresses(parsed.to),
+            "cc": _addresses(parsed.cc),
+            "reply_to": _addresses(parsed.reply_to),
+            "sent_at": parsed.date,
+            "received_at": at,
+            "created_at": self.now,
+            "text_body": parsed.text,
+            "html_body": parsed.html,
+            "snippet": parsed.snippet,
+            "threaded_by": threaded_by,
+            "auto_kind": parsed.auto,
+            "parse_status": parsed.parse_status,
+            "parse_error": parsed.parse_error,
+            "size": len(item.raw),
+            "raw_sha256": hashlib.sha256(item.raw).hexdigest(),
+        }
+        self.messages.append(row)
+        self.raws.append({"message_id": message_id, "raw": item.raw})
+        self.attachments.extend(
             {
-                "conversation": conversation_summary(conversation),
-                "previous_status": "resolved",
-                "actor": None,
-                "reason": "customer_reply",
-            },
-            now=now,
-            inbox_id=inbox_id,
-            conversation_id=conversation_id,
+                "id": new_id("att"),
+                "message_id": message_id,
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "content_id": a.content_id,
+                "inline": a.inline,
+                "size": len(a.data),
+                "data": a.data,
+                "truncated": False,
+            }
+            for a in parsed.attachments
         )
+        return row
+
+    def _apply(self, conversation: Conversation, row: dict[str, Any], *, created: bool) -> None:
+        """Counts, snippet, waiting time, reopening; the events follow in `write`."""
+        conversation.message_count += 1
+        conversation.last_message_at = max(conversation.last_message_at, row["received_at"])
+        if row["snippet"]:
+            conversation.snippet = row["snippet"]
+        reopened = False
+        if row["direction"] == "inbound" and row["auto_kind"] is None:
+            conversation.waiting_since = conversation.waiting_since or row["received_at"]
+            if conversation.status == "resolved":
+                conversation.status = "open"
+                reopened = True
+        elif row["direction"] == "outbound":
+            conversation.waiting_since = None  # we answered
+        conversation.updated_at = self.now
+        if not created:
+            conversation.version += 1
+        summary = conversation_summary(conversation)
+        if created:
+            self._event(EventType.CONVERSATION_CREATED, conversation, {"conversation": summary})
+        self._event(
+            EventType.MESSAGE_RECEIVED,
+            conversation,
+            {"conversation": summary, "message": message_summary(row)},
+        )
+        if reopened:
+            self._event(
+                EventType.CONVERSATION_STATUS_CHANGED,
+                conversation,
+                {
+                    "conversation": summary,
+                    "previous_status": "resolved",
+                    "actor": None,
+                    "reason": "customer_reply",
+                },
+            )
+
+    def _event(
+        self, event_type: EventType, conversation: Conversation, data: dict[str, Any]
+    ) -> None:
+        self.events.append(
+            new_event(
+                event_type,
+                data,
+                now=self.now,
+                inbox_id=conversation.inbox_id,
+                conversation_id=conversation.id,
+            )
+        )
+
+    def locate(self, item: Incoming, message_id: str) -> None:
+        if item.folder is not None and item.uidvalidity is not None and item.uid is not None:
+            self.locations.append(
+                {
+                    "inbox_id": self.inbox.inbox_id,
+                    "folder": item.folder,
+                    "uidvalidity": item.uidvalidity,
+                    "uid": item.uid,
+                    "message_id": message_id,
+                }
+            )
+
+    async def write(self) -> None:
+        """Write the batch: conversations, messages, bytes, attachments, locations, events."""
+        await self.session.flush()  # new and changed conversations first (foreign keys)
+        if self.messages:
+            inserted = await self.session.scalars(
+                insert(Message).values(self.messages).on_conflict_do_nothing().returning(Message.id)
+            )
+            if len(inserted.all()) != len(self.messages):
+                raise ConcurrentIngest("some of these messages were stored concurrently")
+            await self.session.execute(insert(MessageRaw).values(self.raws))
+        for start in range(0, len(self.attachments), 200):
+            await self.session.execute(
+                insert(Attachment).values(self.attachments[start : start + 200])
+            )
+        if self.locations:
+            await self.session.execute(
+                insert(MessageLocation).values(self.locations).on_conflict_do_nothing()
+            )
+        self.session.add_all(self.events)
+        await self.session.flush()

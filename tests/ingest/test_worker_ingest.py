@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -60,8 +60,8 @@ def worker(db: CommittedDb, key: str, name: str) -> Iterator[subprocess.Popen[by
         process.wait(timeout=30)
 
 
-async def wait_for(predicate, timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: Callable[[], Awaitable[bool]], limit: float = 90.0) -> None:
+    deadline = time.monotonic() + limit
     while not await predicate():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.1)

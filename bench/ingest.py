@@ -133,17 +133,32 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def _role(pid: int) -> str:
+    """What a worker's child is: multiprocessing's forkserver, resource tracker, or a
+    pool process (forked from the forkserver)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    for role in ("forkserver", "resource_tracker"):
+        if role.encode() in cmdline:
+            return role.replace("_", " ")
+    return "pool"
+
+
 @dataclass
 class WorkerProcess:
     process: subprocess.Popen[bytes]
     log: Path
     peak_main_kb: int = 0
-    peak_children_kb: list[int] = field(default_factory=list)
+    peak_children_kb: list[tuple[str, int]] = field(default_factory=list)
 
     def sample_peaks(self) -> None:
         self.peak_main_kb = _status_kb(self.process.pid, "VmHWM")
         self.peak_children_kb = [
-            kb for pid in descendants(self.process.pid) if (kb := _status_kb(pid, "VmHWM"))
+            (_role(pid), kb)
+            for pid in descendants(self.process.pid)
+            if (kb := _status_kb(pid, "VmHWM"))
         ]
 
     def rss_kb(self) -> int:
@@ -681,11 +696,10 @@ async def run(bench: Bench) -> None:
             + ", ".join(f"{c}: {kb / 1024:.0f}" for c, kb in points)
         )
     for i, w in enumerate(bench.workers, 1):
-        kids = w.peak_children_kb
+        kids = ", ".join(f"{role} {kb / 1024:.0f}" for role, kb in w.peak_children_kb)
         say(
-            f"  worker {i} peak RSS (VmHWM): main {w.peak_main_kb / 1024:.0f} MB; "
-            f"{len(kids)} parse processes (forkserver + pool) "
-            f"{' + '.join(f'{kb / 1024:.0f}' for kb in kids) or '0'} MB"
+            f"  worker {i} peak RSS (VmHWM, MB): main {w.peak_main_kb / 1024:.0f}; "
+            f"children: {kids or 'none'}"
         )
 
     say("\n[5] threading accuracy (../shared/bench/score.py)")
@@ -705,7 +719,9 @@ async def run(bench: Bench) -> None:
 
     say("\n[6] summary")
     main_peak = max((w.peak_main_kb for w in bench.workers), default=0) / 1024
-    kids_peak = max((sum(w.peak_children_kb) for w in bench.workers), default=0) / 1024
+    kids_peak = (
+        max((sum(kb for _, kb in w.peak_children_kb) for w in bench.workers), default=0) / 1024
+    )
     rows = [
         ("service ingest", service_rate, "", ""),
         (

@@ -32,7 +32,9 @@ def fill(mailbox: Mailbox, n: int = MESSAGES) -> None:
 
 
 @contextmanager
-def worker(db: CommittedDb, key: str, name: str) -> Iterator[subprocess.Popen[bytes]]:
+def worker(
+    db: CommittedDb, key: str, name: str, *, parse_processes: int = 0
+) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
         "DATABASE_URL": db.url,
@@ -42,7 +44,7 @@ def worker(db: CommittedDb, key: str, name: str) -> Iterator[subprocess.Popen[by
         "IMAP_RESCAN_SECONDS": "0.3",
         "IMAP_TIMEOUT_SECONDS": "5",
         "INGEST_BATCH_SIZE": "10",
-        "INGEST_PARSE_PROCESSES": "0",
+        "INGEST_PARSE_PROCESSES": str(parse_processes),
         "LOG_LEVEL": "WARNING",
     }
     process = subprocess.Popen(
@@ -74,7 +76,11 @@ class TestWorkerProcesses:
         fill(mailbox)
         key = generate_key()
         inbox_id = await imap_inbox(committed_db.sessionmaker, mailbox, CredentialCipher(key))
-        with worker(committed_db, key, "w1") as w1, worker(committed_db, key, "w2") as w2:
+        # One of them parses in a process pool, as deployed by default.
+        with (
+            worker(committed_db, key, "w1", parse_processes=1) as w1,
+            worker(committed_db, key, "w2") as w2,
+        ):
 
             async def done() -> bool:
                 return await message_count(committed_db.sessionmaker, inbox_id) >= MESSAGES
@@ -109,7 +115,7 @@ class TestWorkerProcesses:
             at_kill = await message_count(committed_db.sessionmaker, inbox_id)
             assert at_kill < MESSAGES, "the kill came too late to prove anything"
             proxy.pass_through()
-            with worker(committed_db, key, "successor") as successor:
+            with worker(committed_db, key, "successor", parse_processes=1) as successor:
 
                 async def done() -> bool:
                     return await message_count(committed_db.sessionmaker, inbox_id) >= MESSAGES

@@ -18,7 +18,7 @@ import logging
 from argparse import Namespace
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
@@ -70,7 +70,7 @@ class SmtpSink:
             mail_from=envelope.mail_from or "",
             rcpt_tos=tuple(envelope.rcpt_tos),
             content=content,
-            received_at=datetime.now().astimezone(),
+            received_at=datetime.now(UTC),
         )
         self.messages.append(mail)
         subject = BytesHeaderParser(policy=policy.default).parsebytes(content)["subject"]

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 DEV_ADMIN_EMAIL = "admin@example.com"
 DEV_DATABASE = "inbox"
+DEMO_ADDRESS = "support@example.com"
 
 
 def _secret_key(data_dir: Path) -> str:
@@ -88,6 +89,8 @@ async def _serve(settings: Settings, port: int, demo: bool) -> None:
         if mail is not None:
             cipher = cipher_from(settings.inbox_secret_key)
             await _add_demo_data(session, admin.id, mail.imap_settings(), cipher, now=clock.now())
+        else:
+            await _pause_demo_inbox(session)
 
     app = create_app(settings, clock=clock)
     server = _Server(
@@ -162,14 +165,14 @@ async def _add_demo_data(
     from inbox_service.users.models import User
     from inbox_service.users.schemas import UserIn
 
-    inbox = await session.scalar(select(Inbox).where(Inbox.address == "support@example.com"))
+    inbox = await session.scalar(select(Inbox).where(Inbox.address == DEMO_ADDRESS))
     if inbox is not None:
         patch = InboxPatch(imap=imap)
         await inboxes_service.update_inbox(session, inbox, patch, now=now, cipher=cipher)
         return
     inbox = await inboxes_service.create_inbox(
         session,
-        InboxIn(name="Demo Support", address="support@example.com", imap=imap),
+        InboxIn(name="Demo Support", address=DEMO_ADDRESS, imap=imap),
         now=now,
         cipher=cipher,
     )
@@ -180,6 +183,17 @@ async def _add_demo_data(
         )
     for user_id in (admin_id, agent.id):
         await inboxes_service.add_member(session, inbox, user_id, now=now)
+
+
+async def _pause_demo_inbox(session: AsyncSession) -> None:
+    """Without --demo there is no demo IMAP server: don't let its inbox fail to sync."""
+    from inbox_service.inboxes.models import Inbox
+
+    inbox = await session.scalar(
+        select(Inbox).where(Inbox.address == DEMO_ADDRESS, Inbox.imap_host == "127.0.0.1")
+    )
+    if inbox is not None:
+        inbox.imap_enabled = False
 
 
 def run_dev(*, port: int, demo: bool, data_dir: Path) -> int:
@@ -195,7 +209,7 @@ def run_dev(*, port: int, demo: bool, data_dir: Path) -> int:
             importlib.import_module("inbox_service.demo")
         except ImportError as exc:  # pymap and aiosmtpd are dev dependencies
             print(
-                f"inbox-service dev --demo: {exc.name or exc} is missing; "
+                f"inbox-service dev --demo needs pymap and aiosmtpd ({exc}): "
                 "install the dev dependencies: uv sync",
                 file=sys.stderr,
             )

@@ -133,17 +133,20 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _role(pid: int) -> str:
-    """What a worker's child is: multiprocessing's forkserver, resource tracker, or a
-    pool process (forked from the forkserver)."""
+def _role(pid: int, worker: int) -> str:
+    """What a worker's descendant is: multiprocessing's forkserver or resource tracker (the
+    worker's own children), or a parse pool process (forked by the forkserver)."""
     try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "?"
+    if int(stat.rsplit(")", 1)[1].split()[1]) != worker:
+        return "pool"
     for role in ("forkserver", "resource_tracker"):
         if role.encode() in cmdline:
             return role.replace("_", " ")
-    return "pool"
+    return "child"
 
 
 @dataclass
@@ -156,7 +159,7 @@ class WorkerProcess:
     def sample_peaks(self) -> None:
         self.peak_main_kb = _status_kb(self.process.pid, "VmHWM")
         self.peak_children_kb = [
-            (_role(pid), kb)
+            (_role(pid, self.process.pid), kb)
             for pid in descendants(self.process.pid)
             if (kb := _status_kb(pid, "VmHWM"))
         ]
@@ -591,7 +594,9 @@ async def profile_sync(bench: Bench, path: Path) -> None:
     sessionmaker = create_sessionmaker(engine)
     try:
         async with transaction(sessionmaker) as session:
-            target = await status.load_target(session, inbox_id, CredentialCipher(key), timeout=120)
+            target = await status.load_target(
+                session, inbox_id, CredentialCipher(key), imap_timeout=120
+            )
         if target is None:
             raise RuntimeError("the profile inbox is not syncable")
         batch = Settings.model_fields["ingest_batch_size"].default
@@ -613,13 +618,17 @@ async def profile_sync(bench: Bench, path: Path) -> None:
         f"({result.stored / elapsed:.0f} msg/s with profiling overhead); stats in {path}"
     )
     stats = pstats.Stats(str(path))
-    total = stats.total_tt  # type: ignore[attr-defined]
+    say("  (cumulative times of coroutines count every resumption and overlap: read them as a")
+    say("  ranking; the own times below add up to the profiled total)")
     say("\n  top 15 cumulative, inbox_service/ingest/{store,sync,mime,...}:")
-    show_stats(stats, total, lambda f: "inbox_service/ingest/" in f, "cum", 15)
+    show_stats(stats, elapsed, lambda f: "inbox_service/ingest/" in f, "cum", 15)
     say("\n  top 15 cumulative, inbox_service/ingest/store.py only:")
-    show_stats(stats, total, lambda f: f.endswith("ingest/store.py"), "cum", 15)
+    show_stats(stats, elapsed, lambda f: f.endswith("ingest/store.py"), "cum", 15)
     say("\n  top 20 own time (tottime), anywhere:")
-    show_stats(stats, total, lambda f: True, "tot", 20)
+    show_stats(stats, elapsed, lambda f: True, "tot", 20)
+    say("\n  own time by package:")
+    for package, seconds in own_time_by_package(stats).most_common(8):
+        say(f"    {seconds:8.2f} s {100 * seconds / elapsed:5.1f} %  {package}")
     say(f"\n  SQL statements issued ({sum(statements.values())} for {result.stored} messages):")
     for statement, count in statements.most_common(20):
         say(f"    {count:7d}  {count / max(result.stored, 1):5.2f}/msg  {statement}")
@@ -633,10 +642,25 @@ def show_stats(
         if keep(filename):
             rows.append((ct if key == "cum" else tt, tt, ct, nc, filename, line, name))
     rows.sort(reverse=True)
-    say(f"    {'cum s':>8} {'%':>5} {'own s':>8} {'calls':>8}  function")
+    say(f"    {'cum s':>8} {'% wall':>6} {'own s':>8} {'calls':>8}  function")
     for value, tt, ct, nc, filename, line, name in rows[:limit]:
         where = filename.split("/src/", 1)[-1].split("site-packages/", 1)[-1]
-        say(f"    {ct:8.2f} {100 * value / total:5.1f} {tt:8.2f} {nc:8d}  {where}:{line} {name}")
+        say(f"    {ct:8.2f} {100 * value / total:6.1f} {tt:8.2f} {nc:8d}  {where}:{line} {name}")
+
+
+def own_time_by_package(stats: pstats.Stats) -> Counter[str]:
+    packages: Counter[str] = Counter()
+    for (filename, _line, _name), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        if filename == "~":
+            package = "builtins (sockets, epoll, str/bytes methods)"
+        elif "site-packages/" in filename:
+            package = filename.split("site-packages/", 1)[1].split("/", 1)[0]
+        elif "/src/inbox_service/" in filename:
+            package = "inbox_service"
+        else:
+            package = "stdlib " + filename.rsplit("/python3.11/", 1)[-1].split("/", 1)[0]
+        packages[package] += tt
+    return packages
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -788,6 +812,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not dovecot_available():
         raise SystemExit("dovecot is not installed (apt-get install dovecot-imapd)")
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with `&`
     tmp = Path(tempfile.mkdtemp(prefix="inbox-bench-"))
     with contextlib.ExitStack() as stack:
         if args.keep:

@@ -193,7 +193,11 @@ class TestCreateInboxWithImap:
         overrides: dict[str, Any],
         loc: list[str | int],
     ) -> None:
-        body = {"name": "Support", "address": "s@example.com", "imap": imap_of(mailbox, **overrides)}
+        body = {
+            "name": "Support",
+            "address": "s@example.com",
+            "imap": imap_of(mailbox, **overrides),
+        }
 
         response = await client.post("/v1/inboxes", json=body, headers=team.admin_headers)
 
@@ -229,9 +233,10 @@ class TestImapWithoutSecretKey:
 
         created = await client.post("/v1/inboxes", json=body, headers=team.admin_headers)
         patched = await client.patch(
-            f"/v1/inboxes/{team.inbox_a}", json={"imap": imap_of(mailbox)},
+            f"/v1/inboxes/{team.inbox_a}",
+            json={"imap": imap_of(mailbox)},
             headers=team.admin_headers,
-        )  # fmt: skip
+        )
 
         for response in (created, patched):
             problem = assert_problem(response, 422)
@@ -321,9 +326,10 @@ class TestUpdateInboxImap:
         self, client: httpx.AsyncClient, team: Team, mailbox: Mailbox
     ) -> None:
         response = await client.patch(
-            f"/v1/inboxes/{team.inbox_a}", json={"imap": imap_of(mailbox)},
+            f"/v1/inboxes/{team.inbox_a}",
+            json={"imap": imap_of(mailbox)},
             headers=team.agent_headers,
-        )  # fmt: skip
+        )
 
         assert_problem(response, 403)
         inbox = await get_inbox(client, team, team.inbox_a)
@@ -415,9 +421,11 @@ class TestTestConnection:
         created = await create_inbox(client, team, imap_of(mailbox))
 
         response = await try_connection(
-            client, created["id"], team.admin_headers,
+            client,
+            created["id"],
+            team.admin_headers,
             imap_of(mailbox, folders=["INBOX", "Nowhere"]),
-        )  # fmt: skip
+        )
 
         body = response.json()
         assert (body["ok"], body["reason"]) == (False, "folder_missing")
@@ -509,10 +517,8 @@ class TestTestConnection:
         secret_before = await stored_secret(db, created["id"])
 
         stored = await try_connection(client, created["id"], team.admin_headers)
-        given = await try_connection(
-            client, created["id"], team.admin_headers,
-            imap_of(mailbox, folders=["Support"], secret=mailbox.password, poll_interval_seconds=99),
-        )  # fmt: skip
+        candidate = imap_of(mailbox, folders=["Support"], poll_interval_seconds=99)
+        given = await try_connection(client, created["id"], team.admin_headers, candidate)
 
         assert (stored.json()["ok"], given.json()["ok"]) == (True, True)
         assert await get_inbox(client, team, created["id"]) == inbox_before
@@ -525,18 +531,14 @@ class TestTestConnection:
     async def test_an_agent_is_403(
         self, client: httpx.AsyncClient, team: Team, mailbox: Mailbox
     ) -> None:
-        response = await try_connection(
-            client, team.inbox_a, team.agent_headers, imap_of(mailbox)
-        )
+        response = await try_connection(client, team.inbox_a, team.agent_headers, imap_of(mailbox))
 
         assert_problem(response, 403)
 
     async def test_another_inbox_is_404(
         self, client: httpx.AsyncClient, team: Team, mailbox: Mailbox
     ) -> None:
-        response = await try_connection(
-            client, team.inbox_b, team.agent_headers, imap_of(mailbox)
-        )
+        response = await try_connection(client, team.inbox_b, team.agent_headers, imap_of(mailbox))
 
         assert_problem(response, 404)
 
@@ -568,10 +570,12 @@ class TestRequestSync:
     async def test_an_agent_of_the_inbox_may_ask(
         self, client: httpx.AsyncClient, team: Team, mailbox: Mailbox
     ) -> None:
-        await client.patch(
-            f"/v1/inboxes/{team.inbox_a}", json={"imap": imap_of(mailbox)},
+        configured = await client.patch(
+            f"/v1/inboxes/{team.inbox_a}",
+            json={"imap": imap_of(mailbox)},
             headers=team.admin_headers,
-        )  # fmt: skip
+        )
+        assert configured.status_code == 200, configured.text
 
         response = await client.post(f"/v1/inboxes/{team.inbox_a}/sync", headers=team.agent_headers)
 
@@ -591,10 +595,12 @@ class TestRequestSync:
     async def test_a_foreign_inbox_is_404(
         self, client: httpx.AsyncClient, team: Team, mailbox: Mailbox
     ) -> None:
-        await client.patch(
-            f"/v1/inboxes/{team.inbox_a}", json={"imap": imap_of(mailbox)},
+        configured = await client.patch(
+            f"/v1/inboxes/{team.inbox_a}",
+            json={"imap": imap_of(mailbox)},
             headers=team.admin_headers,
-        )  # fmt: skip
+        )
+        assert configured.status_code == 200, configured.text
 
         response = await client.post(
             f"/v1/inboxes/{team.inbox_a}/sync", headers=team.outsider_headers

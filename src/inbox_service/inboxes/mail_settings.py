@@ -78,6 +78,21 @@ def imap_settings_out(inbox: Inbox) -> ImapSettingsOut | None:
     )
 
 
+def may_reuse_secret(inbox: Inbox, settings: ImapSettingsIn) -> bool:
+    """The stored secret goes only where it went before: same server, security, user and
+    kind of secret. Anything else needs the secret again, so a caller who can edit the
+    settings cannot send the stored password to a server of their choosing."""
+    port = settings.port or (993 if settings.security == "ssl" else 143)
+    stored_port = inbox.imap_port or (993 if inbox.imap_security == "ssl" else 143)
+    return inbox.imap_secret_encrypted is not None and (
+        inbox.imap_host,
+        stored_port,
+        inbox.imap_security,
+        inbox.imap_username,
+        inbox.imap_auth,
+    ) == (settings.host, port, settings.security, settings.username, settings.auth)
+
+
 def apply_imap_settings(
     inbox: Inbox, settings: ImapSettingsIn | None, cipher: CredentialCipher | None
 ) -> None:
@@ -94,8 +109,12 @@ def apply_imap_settings(
                 loc=["body", "imap", "secret"],
             )
         inbox.imap_secret_encrypted = cipher.encrypt(settings.secret.get_secret_value())
-    elif inbox.imap_secret_encrypted is None or settings.username != inbox.imap_username:
-        raise Invalid("secret is required", loc=["body", "imap", "secret"])
+    elif not may_reuse_secret(inbox, settings):
+        raise Invalid(
+            "secret is required (new settings never reuse the stored secret for another "
+            "server, security, user or auth)",
+            loc=["body", "imap", "secret"],
+        )
     inbox.imap_host = settings.host
     inbox.imap_port = settings.port
     inbox.imap_security = settings.security

@@ -137,13 +137,19 @@ class MailSupervisor:
             loop = InboxLoop(self, inbox_id)
             claim = _Claim(task=asyncio.create_task(loop.run(), name=f"inbox:{inbox_id}"))
             loop.wake = claim.wake
+            # a loop that ends (inbox disabled or deleted) gives its lock back at once
+            claim.task.add_done_callback(lambda _: self._rescan.set())
             self.claims[inbox_id] = claim
 
     async def _unlock(self, inbox_id: str) -> None:
         claim = self.claims.pop(inbox_id)
         claim.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        try:
             await claim.task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("the sync loop of inbox %s failed", inbox_id)
         if self._conn is not None and not self._conn.is_closed():
             with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 await self._conn.execute(
@@ -187,16 +193,17 @@ class InboxLoop:
     async def run(self) -> None:
         sup = self.supervisor
         while True:
-            async with transaction(sup.sessionmaker) as session:
-                target = await status.load_target(
-                    session,
-                    self.inbox_id,
-                    sup.cipher,
-                    imap_timeout=self.config.imap_timeout_seconds,
-                )
-            if target is None:
-                return  # disabled, deleted or not configured: give the claim back
             try:
+                # inside the try: unreadable credentials are a failure to report and retry
+                async with transaction(sup.sessionmaker) as session:
+                    target = await status.load_target(
+                        session,
+                        self.inbox_id,
+                        sup.cipher,
+                        imap_timeout=self.config.imap_timeout_seconds,
+                    )
+                if target is None:
+                    return  # disabled, deleted or not configured: give the claim back
                 await self._connected(target)
             except (LostLease, ConcurrentIngest):
                 log.warning(
@@ -223,12 +230,15 @@ class InboxLoop:
         return delay * random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not crypto)
 
     async def _pause(self, seconds: float) -> bool:
-        """Sleep up to `seconds`; True when woken early (sync requested, settings changed)."""
-        self.wake.clear()
+        """Sleep up to `seconds`; True when woken early (sync requested, settings changed).
+
+        A wake that came while the last sync ran counts: `_connected` clears the event only
+        before it starts syncing, so a request made during a sync is never dropped here."""
         try:
             await asyncio.wait_for(self.wake.wait(), seconds)
         except TimeoutError:
             return False
+        self.wake.clear()
         return True
 
     async def _connected(self, target: status.SyncTarget) -> None:
@@ -266,14 +276,19 @@ class InboxLoop:
         await imap.examine(target.folders[0])
         idle = asyncio.create_task(imap.wait_for_change(self.config.idle_renew_seconds))
         woken = asyncio.create_task(self.wake.wait())
-        done, _ = await asyncio.wait({idle, woken}, return_when=asyncio.FIRST_COMPLETED)
-        if idle in done:
+        try:
+            done, _ = await asyncio.wait({idle, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # also when cancelled (the claim is released): no task may outlive this wait
             woken.cancel()
+            if not idle.done():
+                idle.cancel()  # the connection is mid-IDLE: it is dropped and reopened
+            await asyncio.wait({idle, woken})  # raises only if this task is cancelled again
+        if idle in done:
             idle.result()  # re-raise an IMAP error
             return False
-        idle.cancel()  # the connection is mid-IDLE: drop it and reconnect
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await idle
+            idle.result()  # retrieved, so asyncio does not log it as never retrieved
         return True
 
     async def _still_ours(self, session: AsyncSession) -> bool:

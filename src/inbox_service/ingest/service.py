@@ -12,7 +12,7 @@ from inbox_service.conversations.models import Message
 from inbox_service.core.crypto import CredentialCipher
 from inbox_service.core.errors import Conflict
 from inbox_service.core.pagination import PageParams, keyset_page
-from inbox_service.inboxes.mail_settings import ImapSettingsIn
+from inbox_service.inboxes.mail_settings import ImapSettingsIn, may_reuse_secret
 from inbox_service.inboxes.models import Inbox
 from inbox_service.ingest import imap, status
 from inbox_service.ingest.schemas import (
@@ -31,6 +31,8 @@ def _require_imap(inbox: Inbox) -> None:
 
 async def request_sync(session: AsyncSession, inbox: Inbox, *, now: datetime) -> None:
     _require_imap(inbox)
+    if not inbox.imap_enabled:
+        raise Conflict("syncing is disabled for this inbox (imap.enabled is false)")
     await status.request_sync(session, inbox.id, now=now)
 
 
@@ -42,11 +44,12 @@ async def settings_changed(session: AsyncSession, inbox_id: str) -> None:
 async def sync_status(session: AsyncSession, inbox: Inbox) -> SyncStatusOut:
     state, folders = await status.sync_status(session, inbox.id)
     error = None
-    if state is not None and state.last_error and state.last_error_at:
+    # the streak counter, not timestamps, says whether the last attempt failed: two workers'
+    # clocks (or one coarse clock) can put a later success at or before the last error
+    failing = state is not None and state.consecutive_failures > 0
+    if failing and state and state.last_error and state.last_error_at:
         error = SyncError(reason=state.last_error_reason or "network", message=state.last_error,
                           at=state.last_error_at)  # fmt: skip
-        if state.last_success_at and state.last_success_at > state.last_error_at:
-            error = None  # recovered since
     return SyncStatusOut(
         inbox_id=inbox.id,
         enabled=bool(inbox.imap_enabled and inbox.imap_host),
@@ -81,7 +84,7 @@ async def test_connection(
             folders = list(inbox.imap_folders or ["INBOX"])
         else:
             secret = candidate.secret.get_secret_value() if candidate.secret else None
-            if secret is None and inbox.imap_host and candidate.username == inbox.imap_username:
+            if secret is None and may_reuse_secret(inbox, candidate):
                 stored = status.imap_settings_of(inbox, cipher)
                 secret = stored.password or stored.oauth2_token
             settings = imap.ImapSettings(

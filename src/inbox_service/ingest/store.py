@@ -40,7 +40,7 @@ from inbox_service.conversations.models import (
     MessageLocation,
     MessageRaw,
 )
-from inbox_service.core.events import Event, EventType, new_event
+from inbox_service.core.events import Event, EventType
 from inbox_service.core.ids import new_id
 from inbox_service.ingest.mime import Address, ParsedMessage, fallback_message_id
 from inbox_service.ingest.subjects import base_subject, thread_index_guid
@@ -214,7 +214,7 @@ class _Batch:
         self.raws: list[dict[str, Any]] = []
         self.attachments: list[dict[str, Any]] = []
         self.locations: list[dict[str, Any]] = []
-        self.events: list[Event] = []
+        self.events: list[dict[str, Any]] = []
 
     async def prefetch(self, items: Sequence[Incoming]) -> None:
         """Everything threading may look up, for the whole batch, in a handful of queries."""
@@ -521,13 +521,13 @@ class _Batch:
         self, event_type: EventType, conversation: Conversation, data: dict[str, Any]
     ) -> None:
         self.events.append(
-            new_event(
-                event_type,
-                data,
-                now=self.now,
-                inbox_id=conversation.inbox_id,
-                conversation_id=conversation.id,
-            )
+            {
+                "type": event_type.value,
+                "data": data,
+                "created_at": self.now,
+                "inbox_id": conversation.inbox_id,
+                "conversation_id": conversation.id,
+            }
         )
 
     def locate(self, item: Incoming, message_id: str) -> None:
@@ -543,22 +543,23 @@ class _Batch:
             )
 
     async def write(self) -> None:
-        """Write the batch: conversations, messages, bytes, attachments, locations, events."""
+        """Write the batch: conversations, messages, bytes, attachments, locations, events.
+
+        Rows go in as executemany of one cached statement each (a multi-row VALUES would
+        be compiled afresh for every batch, which costs more than the database's work)."""
         await self.session.flush()  # new and changed conversations first (foreign keys)
         if self.messages:
             inserted = await self.session.scalars(
-                insert(Message).values(self.messages).on_conflict_do_nothing().returning(Message.id)
+                insert(Message).on_conflict_do_nothing().returning(Message.id), self.messages
             )
             if len(inserted.all()) != len(self.messages):
                 raise ConcurrentIngest("some of these messages were stored concurrently")
-            await self.session.execute(insert(MessageRaw).values(self.raws))
-        for start in range(0, len(self.attachments), 200):
-            await self.session.execute(
-                insert(Attachment).values(self.attachments[start : start + 200])
-            )
+            await self.session.execute(insert(MessageRaw), self.raws)
+        if self.attachments:
+            await self.session.execute(insert(Attachment), self.attachments)
         if self.locations:
             await self.session.execute(
-                insert(MessageLocation).values(self.locations).on_conflict_do_nothing()
+                insert(MessageLocation).on_conflict_do_nothing(), self.locations
             )
-        self.session.add_all(self.events)
-        await self.session.flush()
+        if self.events:
+            await self.session.execute(insert(Event), self.events)

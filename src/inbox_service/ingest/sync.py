@@ -19,6 +19,7 @@ No transaction is open while talking to the IMAP server (claim, fetch, record).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
@@ -40,6 +41,7 @@ from inbox_service.ingest.store import InboxContext, Incoming, StoreResult, stor
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
+PARSE_CHUNK = 25
 
 
 @dataclass
@@ -61,20 +63,23 @@ async def parse_all(
     """Parse in the executor (a process pool uses every core); inline when there is none."""
     raws = [m.raw for m in fetched]
     if executor is None:
-        parsed = [parse_message(raw, max_attachment_bytes=max_attachment_bytes) for raw in raws]
+        parsed = _parse_many(raws, max_attachment_bytes)
     else:
+        # A few messages per task: one pickle round trip each, and both cores stay busy.
         loop = asyncio.get_running_loop()
-        parsed = await asyncio.gather(
-            *(loop.run_in_executor(executor, _parse, raw, max_attachment_bytes) for raw in raws)
+        chunks = [raws[i : i + PARSE_CHUNK] for i in range(0, len(raws), PARSE_CHUNK)]
+        results = await asyncio.gather(
+            *(loop.run_in_executor(executor, _parse_many, c, max_attachment_bytes) for c in chunks)
         )
+        parsed = [p for chunk in results for p in chunk]
     return [
         Incoming(raw=m.raw, parsed=p, folder=folder, uidvalidity=uidvalidity, uid=m.uid)
         for m, p in zip(fetched, parsed, strict=True)
     ]
 
 
-def _parse(raw: bytes, max_attachment_bytes: int) -> ParsedMessage:
-    return parse_message(raw, max_attachment_bytes=max_attachment_bytes)
+def _parse_many(raws: Sequence[bytes], max_attachment_bytes: int) -> list[ParsedMessage]:
+    return [parse_message(raw, max_attachment_bytes=max_attachment_bytes) for raw in raws]
 
 
 class FolderSync:
@@ -117,23 +122,41 @@ class FolderSync:
             last_uid = 0
             skip = await self._already_stored(imap)
         uids = await imap.uids_after(last_uid)
-        for start in range(0, len(uids), self.batch_size):
-            batch = uids[start : start + self.batch_size]
+        batches = [uids[i : i + self.batch_size] for i in range(0, len(uids), self.batch_size)]
+
+        async def read(batch: list[int]) -> list[Incoming]:
             wanted = [uid for uid in batch if uid not in skip]
             fetched = await imap.fetch(wanted) if wanted else []
-            incoming = await parse_all(
+            return await parse_all(
                 fetched,
                 self.executor,
                 self.max_attachment_bytes,
                 folder=folder,
                 uidvalidity=server.uidvalidity,
             )
-            relocated = [(uid, skip[uid]) for uid in batch if uid in skip]
-            stored = await self._commit_batch(
-                folder, server, incoming, relocated, watermark=batch[-1]
-            )
-            result.stored += stored.stored
-            result.duplicates += stored.duplicates + len(relocated)
+
+        # One batch ahead: batch k+1 is fetched and parsed while batch k commits. Commits
+        # stay in UID order, so the watermark still covers exactly what is stored.
+        ahead = asyncio.create_task(read(batches[0])) if batches else None
+        try:
+            for index, batch in enumerate(batches):
+                incoming = await ahead if ahead is not None else []
+                ahead = (
+                    asyncio.create_task(read(batches[index + 1]))
+                    if index + 1 < len(batches)
+                    else None
+                )
+                relocated = [(uid, skip[uid]) for uid in batch if uid in skip]
+                stored = await self._commit_batch(
+                    folder, server, incoming, relocated, watermark=batch[-1]
+                )
+                result.stored += stored.stored
+                result.duplicates += stored.duplicates + len(relocated)
+        finally:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
         await self._finish(folder, server, caught_up_to=uids[-1] if uids else last_uid)
         return result
 

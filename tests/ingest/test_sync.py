@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inbox_service.conversations.models import Conversation, Message, MessageLocation
+from inbox_service.conversations.models import Conversation, Message, MessageLocation, MessageRaw
 from inbox_service.core.clock import FixedClock
 from inbox_service.core.db import SessionMaker, transaction
 from inbox_service.ingest import store
 from inbox_service.ingest.imap import ImapSession
+from inbox_service.ingest.mime import parse_message
 from inbox_service.ingest.models import FolderSyncState
 from inbox_service.ingest.store import InboxContext
 from inbox_service.ingest.sync import FolderResult, FolderSync
@@ -190,3 +192,62 @@ class TestFolderSync:
                 select(Conversation.subject).where(Conversation.inbox_id == inbox.inbox_id)
             )
             assert len(set(subjects)) == 7
+
+
+CORPORA = Path(__file__).resolve().parents[3] / "shared" / "corpora"
+NASTY = [
+    *sorted((CORPORA / "mikel-mail" / "error_emails").glob("*.eml")),
+    *sorted((CORPORA / "nodemailer-mailparser").glob("*.eml")),
+    *(
+        CORPORA / "flanker" / name
+        for name in (
+            "missing-boundaries.eml",
+            "missing-final-boundary.eml",
+            "torture.eml",
+            "enclosed-broken.eml",
+            "enclosed-endless.eml",
+            "mailformed-headers.eml",
+            "long-header.eml",
+            "false-multipart.eml",
+            "no-ctype.eml",
+        )
+    ),
+]
+
+
+class TestNastyMail:
+    async def test_a_corpus_of_broken_mail_is_stored_without_stopping_the_sync(
+        self, db: SessionMaker, inbox: InboxContext, mailbox: Mailbox
+    ) -> None:
+        assert len(NASTY) >= 40
+        # Binary junk (no NUL or bare CR: Dovecot rewrites those before we ever see them).
+        junk = bytes(b for b in range(256) if b not in (0, 10, 13))
+        binary_junk = b"\x01\x02\xff" * 500 + b"\r\n\r\n" + junk * 4
+        raws = [path.read_bytes() for path in NASTY] + [binary_junk]
+        for raw in raws:
+            mailbox.deliver(raw)
+        result = await sync(db, inbox, mailbox)
+        # Copies of one message (same Message-ID) are one message; everything else is kept.
+        distinct = {
+            store.dedupe_key_of(store.Incoming(raw=r, parsed=parse_message(r))) for r in raws
+        }
+        assert result.stored == len(distinct)
+        async with transaction(db) as session:
+            assert (await folder_state(session, inbox)).last_uid == len(raws)
+            assert await count(session, inbox) == len(distinct)
+            rows = (
+                await session.execute(
+                    select(Message.parse_status, MessageRaw.raw)
+                    .join(MessageRaw, MessageRaw.message_id == Message.id)
+                    .where(Message.inbox_id == inbox.inbox_id)
+                )
+            ).all()
+
+        # Each stored message is byte for byte one that was delivered (the server may only
+        # turn bare LF into CRLF, as IMAP requires).
+        def served(raw: bytes) -> bytes:
+            return raw.replace(b"\r\n", b"\n")
+
+        delivered = {served(r) for r in raws}
+        assert all(served(bytes(raw)) in delivered for _, raw in rows)
+        assert {status for status, _ in rows} <= {"ok", "degraded", "failed"}

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from inbox_service import __version__
+from inbox_service.conversations.router import router as conversations_router
 from inbox_service.core.bodylimit import BodyLimitMiddleware
 from inbox_service.core.clock import Clock, SystemClock
 from inbox_service.core.config import Settings, get_settings
@@ -72,7 +73,14 @@ def create_app(
         app.state.sessionmaker = sessionmaker
 
     install_handlers(app)
-    for router in (ops_router, users_router, inboxes_router, ingest_router, events_router):
+    for router in (
+        ops_router,
+        users_router,
+        inboxes_router,
+        ingest_router,
+        conversations_router,
+        events_router,
+    ):
         app.include_router(router)
 
     # Outermost first: metrics see everything; the body is bounded before anyone reads it;

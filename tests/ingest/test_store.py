@@ -277,3 +277,39 @@ class TestStoreBatch:
         assert row.conversation_id is None
         raw = await session.get_one(MessageRaw, row.id)
         assert raw.raw == junk
+
+
+class TestBounces:
+    async def test_a_bounce_joins_the_conversation_of_the_mail_it_bounced(
+        self, session: AsyncSession, inbox: InboxContext
+    ) -> None:
+        await store(
+            session,
+            inbox,
+            mail(
+                sender="Agent <agent@example.com>",
+                to="gone@customer.test",
+                message_id="<out1@example.com>",
+            ),
+        )
+        dsn = (
+            b"From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n"
+            b"To: agent@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+            b"Message-ID: <dsn1@mx.example.net>\r\nAuto-Submitted: auto-replied\r\n"
+            b"Date: Mon, 02 Mar 2026 11:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+            b"--b\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n"
+            b"--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+            b"Reporting-MTA: dns; mx.example.net\r\n\r\n"
+            b"Final-Recipient: rfc822; gone@customer.test\r\n"
+            b"Action: failed\r\nStatus: 5.1.1\r\n\r\n"
+            b"--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+            b"Message-ID: <out1@example.com>\r\nSubject: Order 1234 never arrived\r\n\r\n--b--\r\n"
+        )
+        await store(session, inbox, dsn)
+        bounce = await message(session, inbox, "dsn1@mx.example.net")
+        original = await message(session, inbox, "out1@example.com")
+        assert bounce.auto_kind == "bounce"
+        assert bounce.conversation_id == original.conversation_id
+        conversation = await session.get_one(Conversation, original.conversation_id)
+        assert conversation.waiting_since is None  # a bounce is not a customer waiting on us

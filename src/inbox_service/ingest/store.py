@@ -26,9 +26,9 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -134,6 +134,13 @@ def message_summary(row: dict[str, Any]) -> dict[str, Any]:
         "parse_status": row["parse_status"],
         "received_at": row["received_at"].isoformat(),
     }
+
+
+MESSAGES = cast("Table", Message.__table__)
+RAWS = cast("Table", MessageRaw.__table__)
+ATTACHMENTS = cast("Table", Attachment.__table__)
+LOCATIONS = cast("Table", MessageLocation.__table__)
+EVENTS = cast("Table", Event.__table__)
 
 
 class ConcurrentIngest(Exception):
@@ -545,21 +552,20 @@ class _Batch:
     async def write(self) -> None:
         """Write the batch: conversations, messages, bytes, attachments, locations, events.
 
-        Rows go in as executemany of one cached statement each (a multi-row VALUES would
-        be compiled afresh for every batch, which costs more than the database's work)."""
+        Rows go in through Core tables as executemany of one cached statement each: the
+        ORM's bulk path would split the rows by which values are None, and a multi-row
+        VALUES is compiled afresh for every batch; either costs more than the database."""
         await self.session.flush()  # new and changed conversations first (foreign keys)
         if self.messages:
             inserted = await self.session.scalars(
-                insert(Message).on_conflict_do_nothing().returning(Message.id), self.messages
+                insert(MESSAGES).on_conflict_do_nothing().returning(MESSAGES.c.id), self.messages
             )
             if len(inserted.all()) != len(self.messages):
                 raise ConcurrentIngest("some of these messages were stored concurrently")
-            await self.session.execute(insert(MessageRaw), self.raws)
+            await self.session.execute(insert(RAWS), self.raws)
         if self.attachments:
-            await self.session.execute(insert(Attachment), self.attachments)
+            await self.session.execute(insert(ATTACHMENTS), self.attachments)
         if self.locations:
-            await self.session.execute(
-                insert(MessageLocation).on_conflict_do_nothing(), self.locations
-            )
+            await self.session.execute(insert(LOCATIONS).on_conflict_do_nothing(), self.locations)
         if self.events:
-            await self.session.execute(insert(Event), self.events)
+            await self.session.execute(insert(EVENTS), self.events)

@@ -34,8 +34,6 @@ Rates are wall-clock msg/s; the machine is shared, so read the ratios (same run)
 from __future__ import annotations
 
 import argparse
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 import asyncio
 import contextlib
 import cProfile
@@ -52,10 +50,12 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
 from email.parser import BytesParser
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 

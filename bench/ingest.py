@@ -607,7 +607,26 @@ async def profile_sync(bench: Bench, path: Path) -> None:
         sync = FolderSync(
             sessionmaker, SystemClock(), target.context, executor=pool, batch_size=batch
         )
+        stage_seconds: Counter[str] = Counter()
+
+        def timed_stage(name: str, fn: Any) -> Any:
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    stage_seconds[name] += time.perf_counter() - started
+
+            return wrapper
+
+        from inbox_service.ingest import sync as sync_module
+
+        sync._commit_batch = timed_stage("commit (DB)", sync._commit_batch)  # type: ignore[method-assign]
+        real_parse_all = sync_module.parse_all
+        sync_module.parse_all = timed_stage("parse (pool)", real_parse_all)  # type: ignore[assignment]
+        real_fetch = ImapSession.fetch
         async with await ImapSession.open(target.imap) as imap:
+            imap.fetch = timed_stage("fetch (IMAP)", imap.fetch)  # type: ignore[method-assign]
             profiler = cProfile.Profile()
             start = time.perf_counter()
             profiler.enable()
@@ -615,6 +634,11 @@ async def profile_sync(bench: Bench, path: Path) -> None:
             profiler.disable()
             elapsed = time.perf_counter() - start
         pool.shutdown()
+        sync_module.parse_all = real_parse_all  # type: ignore[assignment]
+        del real_fetch
+        say("  time per stage (fetch and parse of the next batch overlap the commit):")
+        for name, seconds in stage_seconds.most_common():
+            say(f"    {name:14s} {seconds:6.2f} s  {100 * seconds / elapsed:5.1f} % of the run")
     finally:
         await engine.dispose()
     profiler.dump_stats(str(path))

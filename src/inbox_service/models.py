@@ -3,11 +3,15 @@
 from inbox_service.alerts.models import Alert
 from inbox_service.contacts.models import Contact
 from inbox_service.conversations.models import (
+    Activity,
     Attachment,
     Conversation,
+    ConversationTag,
     Message,
     MessageLocation,
     MessageRaw,
+    Note,
+    Tag,
 )
 from inbox_service.core.db import Base
 from inbox_service.core.events import Event
@@ -19,12 +23,14 @@ from inbox_service.ingest.models import FolderSyncState, InboxSyncState
 from inbox_service.users.models import ApiKey, User
 
 __all__ = [
+    "Activity",
     "Alert",
     "ApiKey",
     "Attachment",
     "Base",
     "Contact",
     "Conversation",
+    "ConversationTag",
     "Event",
     "FolderSyncState",
     "IdempotencyKey",
@@ -34,7 +40,9 @@ __all__ = [
     "Message",
     "MessageLocation",
     "MessageRaw",
+    "Note",
     "PeriodicJob",
     "RateLimitBucket",
+    "Tag",
     "User",
 ]

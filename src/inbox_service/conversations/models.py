@@ -6,16 +6,19 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Computed,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
 from inbox_service.core.db import Base, TimestampMixin
@@ -32,7 +35,28 @@ class Conversation(TimestampMixin, Base):
             "base_subject",
             "last_message_at",
         ),
-        Index("ix_conversations_inbox_id_last_message_at", "inbox_id", "last_message_at"),
+        Index("ix_conversations_inbox_id_last_message_at", "inbox_id", "last_message_at", "id"),
+        Index("ix_conversations_last_message_at", "last_message_at", "id"),
+        Index(
+            "ix_conversations_waiting",
+            "inbox_id",
+            text("coalesce(waiting_since, 'infinity')"),
+            "id",
+        ),
+        Index(
+            "ix_conversations_priority",
+            "inbox_id",
+            "priority_rank",
+            text("coalesce(waiting_since, 'infinity')"),
+            "id",
+        ),
+        # The snooze alarm clock: only snoozed rows, ordered by when they wake.
+        Index(
+            "ix_conversations_snoozed_until",
+            "snoozed_until",
+            postgresql_where=text("status = 'snoozed'"),
+        ),
+        Index("ix_conversations_assignee_id", "assignee_id", "last_message_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -44,6 +68,14 @@ class Conversation(TimestampMixin, Base):
     thread_token: Mapped[str] = mapped_column(String(32), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="open")
     priority: Mapped[str] = mapped_column(String(16), default="normal")
+    # urgent 0, high 1, normal 2, low 3: what the `priority` sort orders by.
+    priority_rank: Mapped[int] = mapped_column(
+        SmallInteger,
+        Computed(
+            "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END",
+            persisted=True,  # PostgreSQL 18 makes generated columns virtual by default
+        ),
+    )
     assignee_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     snoozed_until: Mapped[datetime | None] = mapped_column()
     message_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -63,6 +95,7 @@ class Message(Base):
         Index("ix_messages_inbox_id_message_id", "inbox_id", "message_id"),
         # Replies that arrived before their parent are found by the ids they point at.
         Index("ix_messages_parent_ids", "parent_ids", postgresql_using="gin"),
+        Index("ix_messages_search", "search_vector", postgresql_using="gin"),
         Index(
             "ix_messages_quarantine",
             "inbox_id",
@@ -102,6 +135,18 @@ class Message(Base):
     parse_error: Mapped[str | None] = mapped_column(Text)
     size: Mapped[int] = mapped_column(Integer)
     raw_sha256: Mapped[str] = mapped_column(String(64))
+    # Full-text search over subject, addresses and body; 'simple' because an inbox gets
+    # mail in many languages (no stemming, no stop words: every word is findable).
+    search_vector: Mapped[str] = mapped_column(
+        TSVECTOR,
+        Computed(
+            "to_tsvector('simple'::regconfig, coalesce(subject, '') || ' ' || "
+            "coalesce(from_name, '') || ' ' || coalesce(from_address, '') || ' ' || "
+            "\"to\"::text || ' ' || cc::text || ' ' || left(coalesce(text_body, ''), 100000))",
+            persisted=True,
+        ),
+        deferred=True,
+    )
 
 
 class MessageRaw(Base):
@@ -146,3 +191,56 @@ class Attachment(Base):
     # Stored only up to the configured cap; beyond it, `data` is NULL and `truncated` set.
     data: Mapped[bytes | None] = mapped_column(LargeBinary)
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    __table_args__ = (Index("uq_tags_name", text("lower(name)"), unique=True),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column()
+
+
+class ConversationTag(Base):
+    __tablename__ = "conversation_tags"
+
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag_id: Mapped[str] = mapped_column(
+        ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column()
+
+
+class Note(Base):
+    """An internal note on a conversation: never sent to the customer."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    inbox_id: Mapped[str] = mapped_column(ForeignKey("inboxes.id", ondelete="CASCADE"))
+    author_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    body: Mapped[str] = mapped_column(Text)
+    mentions: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    created_at: Mapped[datetime] = mapped_column()
+
+
+class Activity(Base):
+    """Something that happened to a conversation (status, priority, tags, assignment, rules,
+    SLA, snooze), with who did it: the non-message half of the timeline."""
+
+    __tablename__ = "activities"
+    __table_args__ = (Index("ix_activities_conversation", "conversation_id", "created_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    inbox_id: Mapped[str] = mapped_column(ForeignKey("inboxes.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    actor_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    created_at: Mapped[datetime] = mapped_column()

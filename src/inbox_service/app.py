@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from inbox_service import __version__
+from inbox_service.conversations.messages_router import router as messages_router
 from inbox_service.conversations.router import router as conversations_router
 from inbox_service.core.bodylimit import BodyLimitMiddleware
 from inbox_service.core.clock import Clock, SystemClock
@@ -79,6 +80,7 @@ def create_app(
         inboxes_router,
         ingest_router,
         conversations_router,
+        messages_router,
         events_router,
     ):
         app.include_router(router)

@@ -17,6 +17,7 @@ import signal
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from inbox_service.conversations.jobs import JOBS as CONVERSATION_JOBS
 from inbox_service.core.clock import Clock
 from inbox_service.core.db import SessionMaker
 from inbox_service.core.jobs import Job, default_worker_id, run_job
@@ -30,7 +31,7 @@ Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def all_jobs() -> list[Job]:
-    return [*OPS_JOBS]
+    return [*OPS_JOBS, *CONVERSATION_JOBS]
 
 
 class Worker:

@@ -1,66 +1,126 @@
 from __future__ import annotations
 
-import re
-from urllib.parse import quote
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
-from inbox_service.conversations import service
-from inbox_service.conversations.schemas import MessageOut
-from inbox_service.core.deps import CurrentCaller, Session
+from inbox_service.conversations import queries, service
+from inbox_service.conversations.schemas import (
+    ConversationOut,
+    ConversationPage,
+    ConversationPatch,
+    MessagePage,
+    Priority,
+    Sort,
+    Status,
+    TimelinePage,
+)
+from inbox_service.core.deps import CurrentCaller, CurrentClock, IfMatch, Session
 from inbox_service.core.errors import problems
+from inbox_service.core.etag import check_if_match, set_etag
+from inbox_service.core.pagination import PageParamsDep
 
-router = APIRouter(prefix="/v1", tags=["messages"], responses=problems(401, 404, 422, 429))
-
-# Content types we serve attachments as; anything odd is sent as opaque bytes.
-_SAFE_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
-
-
-@router.get("/messages/{message_id}", response_model=MessageOut, response_model_by_alias=True)
-async def get_message(message_id: str, session: Session, caller: CurrentCaller) -> MessageOut:
-    """One message: text, sanitized html, headers, attachments, how it was threaded."""
-    message = await service.get_visible_message(session, caller, message_id)
-    return await service.message_detail(session, message)
-
-
-@router.get(
-    "/messages/{message_id}/raw",
-    response_class=Response,
-    responses={200: {"content": {"message/rfc822": {}}, "description": "The bytes as received"}},
+router = APIRouter(
+    prefix="/v1/conversations", tags=["conversations"], responses=problems(401, 422, 429)
 )
-async def get_message_raw(message_id: str, session: Session, caller: CurrentCaller) -> Response:
-    """The message exactly as it was received (`message/rfc822`)."""
-    message = await service.get_visible_message(session, caller, message_id)
-    return Response(
-        await service.raw_bytes(session, message),
-        media_type="message/rfc822",
-        headers={
-            "X-Content-Type-Options": "nosniff",
-            "Content-Disposition": f'attachment; filename="{message.id}.eml"',
-        },
+
+
+@router.get("", response_model=ConversationPage)
+async def list_conversations(
+    session: Session,
+    caller: CurrentCaller,
+    page: PageParamsDep,
+    inbox_id: str | None = None,
+    status: Annotated[list[Status] | None, Query(description="Repeat for several.")] = None,
+    assignee_id: Annotated[
+        str | None, Query(max_length=40, description="A user id, `me` or `none`.")
+    ] = None,
+    priority: Annotated[list[Priority] | None, Query(description="Repeat for several.")] = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    contact_id: str | None = None,
+    q: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, description="Words in subjects, bodies, addresses."),
+    ] = None,
+    sort: Annotated[
+        Sort,
+        Query(
+            description="newest / oldest (last activity), waiting_longest (on us), "
+            "priority (then waiting time)."
+        ),
+    ] = "newest",
+) -> ConversationPage:
+    """The conversations you can see, filtered and sorted, a page at a time."""
+    filters = queries.Filters(
+        inbox_id=inbox_id,
+        status=tuple(status or ()),
+        assignee=assignee_id,
+        priority=tuple(priority or ()),
+        tag=tag,
+        contact_id=contact_id,
+        q=q,
+    )
+    rows, next_cursor = await queries.list_conversations(session, caller, filters, sort, page)
+    return ConversationPage(
+        items=await service.conversations_out(session, rows), next_cursor=next_cursor
     )
 
 
-@router.get(
-    "/attachments/{attachment_id}",
-    response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"}},
-)
-async def get_attachment(attachment_id: str, session: Session, caller: CurrentCaller) -> Response:
-    """Download an attachment (always as a download, never rendered inline)."""
-    attachment = await service.get_visible_attachment(session, caller, attachment_id)
-    content_type = attachment.content_type.lower()
-    if not _SAFE_TYPE.match(content_type):
-        content_type = "application/octet-stream"
-    filename = (attachment.filename or attachment.id).replace('"', "").replace("\\", "")
-    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
-    return Response(
-        attachment.data or b"",
-        media_type=content_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="{ascii_name}"; '
-            f"filename*=UTF-8''{quote(filename)}",
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox; default-src 'none'",
-        },
+@router.get("/{conversation_id}", response_model=ConversationOut, responses=problems(404))
+async def get_conversation(
+    conversation_id: str, session: Session, caller: CurrentCaller, response: Response
+) -> ConversationOut:
+    """One conversation."""
+    conversation = await service.get_visible_conversation(session, caller, conversation_id)
+    set_etag(response, conversation.version)
+    return await service.conversation_out(session, conversation)
+
+
+@router.patch("/{conversation_id}", response_model=ConversationOut, responses=problems(404, 412))
+async def update_conversation(
+    conversation_id: str,
+    body: ConversationPatch,
+    session: Session,
+    caller: CurrentCaller,
+    clock: CurrentClock,
+    response: Response,
+    if_match: IfMatch = None,
+) -> ConversationOut:
+    """Change status (open, pending, snoozed with `snoozed_until`, resolved) or priority."""
+    conversation = await service.get_visible_conversation(
+        session, caller, conversation_id, for_update=True
     )
+    check_if_match(if_match, conversation.version)
+    conversation = await service.update_conversation(
+        session, conversation, body, actor_id=caller.user_id, now=clock.now()
+    )
+    set_etag(response, conversation.version)
+    return await service.conversation_out(session, conversation)
+
+
+@router.get(
+    "/{conversation_id}/messages",
+    response_model=MessagePage,
+    response_model_by_alias=True,
+    responses=problems(404),
+)
+async def list_conversation_messages(
+    conversation_id: str, session: Session, caller: CurrentCaller, page: PageParamsDep
+) -> MessagePage:
+    """The conversation's messages, oldest first."""
+    conversation = await service.get_visible_conversation(session, caller, conversation_id)
+    messages, next_cursor = await service.list_messages(session, conversation, page)
+    return MessagePage(
+        items=[service.message_summary_out(m) for m in messages], next_cursor=next_cursor
+    )
+
+
+@router.get("/{conversation_id}/timeline", response_model=TimelinePage, responses=problems(404))
+async def get_conversation_timeline(
+    conversation_id: str, session: Session, caller: CurrentCaller, page: PageParamsDep
+) -> TimelinePage:
+    """Messages, notes and activity (status, priority, tags, assignment, rules, SLA) in
+    order, each with its time and actor."""
+    conversation = await service.get_visible_conversation(session, caller, conversation_id)
+    entries, next_cursor = await service.timeline(session, conversation, page)
+    return TimelinePage(items=entries, next_cursor=next_cursor)

@@ -55,3 +55,88 @@ class MessageOut(BaseModel):
     attachments: list[AttachmentOut]
 
     model_config = ConfigDict(populate_by_name=True)
+
+
+Status = Literal["open", "pending", "snoozed", "resolved"]
+Priority = Literal["urgent", "high", "normal", "low"]
+Sort = Literal["newest", "oldest", "waiting_longest", "priority"]
+
+
+class ContactRef(BaseModel):
+    id: str
+    email: str
+    name: str | None
+
+
+class ConversationOut(BaseModel):
+    """What a list row and a detail view show."""
+
+    id: str
+    inbox_id: str
+    subject: str
+    status: Status
+    priority: Priority
+    assignee_id: str | None
+    contact: ContactRef | None
+    snippet: str = Field(description="The start of the last message.")
+    message_count: int
+    tags: list[str]
+    last_message_at: datetime = Field(description="Last activity: the latest message.")
+    waiting_since: datetime | None = Field(
+        description="Since when the customer waits for us (null: nothing waits)."
+    )
+    snoozed_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationOut]
+    next_cursor: str | None
+
+
+class ConversationPatch(BaseModel):
+    """Change status, priority or snooze. `snoozed` needs a future `snoozed_until`; giving
+    `snoozed_until` alone snoozes; any other status clears it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status | None = None
+    priority: Priority | None = None
+    snoozed_until: datetime | None = None
+
+
+class MessageSummaryOut(BaseModel):
+    id: str
+    direction: Literal["inbound", "outbound"]
+    from_: AddressOut | None = Field(alias="from", serialization_alias="from")
+    subject: str
+    snippet: str
+    received_at: datetime
+    threaded_by: str
+    auto_kind: Literal["auto_reply", "bulk", "bounce"] | None
+    parse_status: Literal["ok", "degraded", "failed"]
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class MessagePage(BaseModel):
+    items: list[MessageSummaryOut]
+    next_cursor: str | None
+
+
+class TimelineEntry(BaseModel):
+    """One entry of the timeline: a message, a note or an activity."""
+
+    type: Literal["message", "note", "activity"]
+    id: str
+    at: datetime
+    actor_id: str | None = Field(description="Who did it (null: the customer or the system).")
+    kind: str | None = Field(description="For activities: status_changed, tagged, …")
+    data: dict[str, object]
+
+
+class TimelinePage(BaseModel):
+    items: list[TimelineEntry]
+    next_cursor: str | None

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import DateTime, String, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inbox_service.conversations.models import Attachment, Message, MessageRaw
-from inbox_service.conversations.schemas import AddressOut, AttachmentOut, MessageOut
+from inbox_service.contacts.models import Contact
+from inbox_service.conversations import activity, queries
+from inbox_service.conversations.models import Attachment, Conversation, Message, MessageRaw
+from inbox_service.conversations.schemas import (
+    AddressOut,
+    AttachmentOut,
+    ContactRef,
+    ConversationOut,
+    ConversationPatch,
+    MessageOut,
+    MessageSummaryOut,
+    TimelineEntry,
+)
 from inbox_service.core.auth import Caller
-from inbox_service.core.errors import NotFound
+from inbox_service.core.errors import Invalid, NotFound
+from inbox_service.core.events import EventType
+from inbox_service.core.pagination import PageParams, decode_cursor, encode_cursor, keyset_page
 from inbox_service.ingest.mime import sanitize_html
 
 
@@ -86,3 +102,208 @@ async def get_visible_attachment(
     if attachment is None:
         raise NotFound(f"no attachment {attachment_id}")
     return attachment
+
+
+async def get_visible_conversation(
+    session: AsyncSession, caller: Caller, conversation_id: str, *, for_update: bool = False
+) -> Conversation:
+    """The conversation, if its inbox is one the caller may see; 404 otherwise."""
+    stmt = select(Conversation).where(
+        Conversation.id == conversation_id, caller.scope(Conversation.inbox_id)
+    )
+    conversation = await session.scalar(stmt.with_for_update() if for_update else stmt)
+    if conversation is None:
+        raise NotFound(f"no conversation {conversation_id}")
+    return conversation
+
+
+async def conversations_out(
+    session: AsyncSession, rows: Sequence[tuple[Conversation, Contact | None]]
+) -> list[ConversationOut]:
+    tags = await queries.tags_of(session, [c.id for c, _ in rows])
+    return [
+        ConversationOut(
+            id=c.id,
+            inbox_id=c.inbox_id,
+            subject=c.subject,
+            status=c.status,
+            priority=c.priority,
+            assignee_id=c.assignee_id,
+            contact=ContactRef(id=ct.id, email=ct.email, name=ct.name) if ct else None,
+            snippet=c.snippet,
+            message_count=c.message_count,
+            tags=tags.get(c.id, []),
+            last_message_at=c.last_message_at,
+            waiting_since=c.waiting_since,
+            snoozed_until=c.snoozed_until,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+            version=c.version,
+        )
+        for c, ct in rows
+    ]
+
+
+async def conversation_out(session: AsyncSession, conversation: Conversation) -> ConversationOut:
+    contact = (
+        await session.get(Contact, conversation.contact_id) if conversation.contact_id else None
+    )
+    return (await conversations_out(session, [(conversation, contact)]))[0]
+
+
+async def update_conversation(
+    session: AsyncSession,
+    conversation: Conversation,
+    patch: ConversationPatch,
+    *,
+    actor_id: str | None,
+    now: datetime,
+) -> Conversation:
+    """Status, priority and snooze; each change writes its activity and event."""
+    changes = patch.model_fields_set
+    if "status" in changes and patch.status is None:
+        raise Invalid("status cannot be null", loc=["body", "status"])
+    if "priority" in changes and patch.priority is None:
+        raise Invalid("priority cannot be null", loc=["body", "priority"])
+    status = patch.status
+    if status is None and patch.snoozed_until is not None:
+        status = "snoozed"
+    if status == "snoozed":
+        if patch.snoozed_until is None:
+            raise Invalid("snoozing needs snoozed_until", loc=["body", "snoozed_until"])
+        if patch.snoozed_until.tzinfo is None:
+            raise Invalid("snoozed_until needs a time zone", loc=["body", "snoozed_until"])
+        if patch.snoozed_until <= now:
+            raise Invalid("snoozed_until must be in the future", loc=["body", "snoozed_until"])
+    elif patch.snoozed_until is not None:
+        raise Invalid("snoozed_until only goes with status snoozed", loc=["body", "snoozed_until"])
+    changed = False
+    if status is not None and (
+        status != conversation.status
+        or (status == "snoozed" and patch.snoozed_until != conversation.snoozed_until)
+    ):
+        previous = conversation.status
+        conversation.status = status
+        conversation.snoozed_until = patch.snoozed_until if status == "snoozed" else None
+        _bump(conversation, now)
+        await activity.record(
+            session,
+            conversation,
+            "status_changed",
+            actor_id=actor_id,
+            now=now,
+            data={"previous_status": previous, "status": status},
+            event=EventType.CONVERSATION_STATUS_CHANGED,
+        )
+        changed = True
+    if patch.priority is not None and patch.priority != conversation.priority:
+        previous = conversation.priority
+        conversation.priority = patch.priority
+        if not changed:
+            _bump(conversation, now)
+        await activity.record(
+            session,
+            conversation,
+            "priority_changed",
+            actor_id=actor_id,
+            now=now,
+            data={
+                "previous_priority": previous,
+                "priority": patch.priority,
+                "priority_source": {"user_id": actor_id},
+            },
+            event=EventType.CONVERSATION_PRIORITY_CHANGED,
+        )
+    await session.flush()
+    await session.refresh(conversation, ["priority_rank"])
+    return conversation
+
+
+def _bump(conversation: Conversation, now: datetime) -> None:
+    conversation.version += 1
+    conversation.updated_at = now
+
+
+async def list_messages(
+    session: AsyncSession, conversation: Conversation, params: PageParams
+) -> tuple[list[Message], str | None]:
+    stmt = select(Message).where(Message.conversation_id == conversation.id)
+    return await keyset_page(
+        session,
+        stmt,
+        keys=[Message.received_at, Message.id],
+        params=params,
+        key_of=lambda m: [m.received_at, m.id],
+    )
+
+
+def message_summary_out(message: Message) -> MessageSummaryOut:
+    return MessageSummaryOut(
+        id=message.id,
+        direction="outbound" if message.direction == "outbound" else "inbound",
+        from_=AddressOut(name=message.from_name, address=message.from_address)
+        if message.from_address
+        else None,
+        subject=message.subject,
+        snippet=message.snippet,
+        received_at=message.received_at,
+        threaded_by=message.threaded_by,
+        auto_kind=message.auto_kind,
+        parse_status=message.parse_status,
+    )
+
+
+# The timeline: messages, notes and activities of one conversation in one ordered stream,
+# keyset-paged on (at, type, id) so entries with the same time keep a stable order.
+_TIMELINE = text(
+    """
+    SELECT * FROM (
+        SELECT received_at AS at, 'message' AS type, id, NULL AS actor_id, NULL AS kind,
+               jsonb_build_object('subject', subject, 'snippet', snippet,
+                                  'direction', direction, 'from', from_address) AS data
+          FROM messages WHERE conversation_id = :cid
+        UNION ALL
+        SELECT created_at, 'note', id, author_id, NULL,
+               jsonb_build_object('body', body, 'mentions', to_jsonb(mentions))
+          FROM notes WHERE conversation_id = :cid
+        UNION ALL
+        SELECT created_at, 'activity', 'act_' || id::text, actor_id, kind, data
+          FROM activities WHERE conversation_id = :cid
+    ) entries
+    WHERE (:after_at IS NULL OR (at, type, id) > (:after_at, :after_type, :after_id))
+    ORDER BY at, type, id
+    LIMIT :limit
+    """
+)
+
+
+async def timeline(
+    session: AsyncSession, conversation: Conversation, params: PageParams
+) -> tuple[list[TimelineEntry], str | None]:
+    after: list[object] = [None, None, None]
+    if params.cursor is not None:
+        after = decode_cursor(params.cursor, [datetime, str, str])
+    rows = (
+        await session.execute(
+            _TIMELINE.bindparams(
+                bindparam("after_at", type_=DateTime(timezone=True)),
+                bindparam("after_type", type_=String),
+                bindparam("after_id", type_=String),
+            ),
+            {
+                "cid": conversation.id,
+                "after_at": after[0],
+                "after_type": after[1],
+                "after_id": after[2],
+                "limit": params.limit + 1,
+            },
+        )
+    ).all()
+    entries = [
+        TimelineEntry(type=r.type, id=r.id, at=r.at, actor_id=r.actor_id, kind=r.kind, data=r.data)
+        for r in rows[: params.limit]
+    ]
+    if len(rows) <= params.limit:
+        return entries, None
+    last = entries[-1]
+    return entries, encode_cursor([last.at, last.type, last.id])

@@ -61,7 +61,13 @@ def encode_cursor(values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+class NullableDatetime:
+    """A cursor type: a timestamp, or null (for sort keys on nullable columns)."""
+
+
 def _from_json(value: Any, kind: type) -> Any:
+    if kind is NullableDatetime:
+        return None if value is None else _from_json(value, datetime)
     # Strict: a crafted cursor must be a 422 here, not a 500 from the database (a NUL or a
     # lone surrogate in a string, an integer wider than bigint).
     if kind is datetime:

@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inbox_service.contacts.models import Contact
+from inbox_service.conversations.activity import conversation_summary
 from inbox_service.conversations.models import (
     Attachment,
     Conversation,
@@ -100,24 +101,6 @@ def dedupe_key_of(item: Incoming) -> str:
 
 def _addresses(addresses: Iterable[Address]) -> list[dict[str, Any]]:
     return [{"name": a.name, "address": a.address} for a in addresses]
-
-
-def conversation_summary(conversation: Conversation) -> dict[str, Any]:
-    """The conversation as events carry it."""
-    return {
-        "id": conversation.id,
-        "inbox_id": conversation.inbox_id,
-        "contact_id": conversation.contact_id,
-        "subject": conversation.subject,
-        "status": conversation.status,
-        "priority": conversation.priority,
-        "assignee_id": conversation.assignee_id,
-        "message_count": conversation.message_count,
-        "last_message_at": conversation.last_message_at.isoformat(),
-        "waiting_since": conversation.waiting_since.isoformat()
-        if conversation.waiting_since
-        else None,
-    }
 
 
 def message_summary(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class AddressOut(BaseModel):
@@ -140,3 +140,49 @@ class TimelineEntry(BaseModel):
 class TimelinePage(BaseModel):
     items: list[TimelineEntry]
     next_cursor: str | None
+
+
+TagName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f,]+$"
+    ),
+]
+
+
+class TagIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: TagName = Field(description="Unique whatever its case; no commas.")
+
+
+class TagOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    created_at: datetime
+
+
+class TagPage(BaseModel):
+    items: list[TagOut]
+    next_cursor: str | None
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: Annotated[str, StringConstraints(min_length=1, max_length=20_000)] = Field(
+        description="Mention users as `@usr_…` or `@their@address`."
+    )
+
+
+class NoteOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    conversation_id: str
+    author_id: str | None
+    body: str
+    mentions: list[str] = Field(description="Ids of the users the note mentions.")
+    created_at: datetime

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from inbox_service.conversations import notes, service, tags
+from inbox_service.conversations.schemas import (
+    ConversationOut,
+    NoteIn,
+    NoteOut,
+    TagIn,
+    TagOut,
+    TagPage,
+)
+from inbox_service.core.deps import CurrentCaller, CurrentClock, Session
+from inbox_service.core.errors import problems
+from inbox_service.core.pagination import PageParamsDep
+
+router = APIRouter(prefix="/v1", responses=problems(401, 422, 429))
+
+
+@router.get("/tags", response_model=TagPage, tags=["tags"])
+async def list_tags(session: Session, caller: CurrentCaller, page: PageParamsDep) -> TagPage:
+    """Every tag."""
+    rows, next_cursor = await tags.list_tags(session, page)
+    return TagPage(items=[TagOut.model_validate(t) for t in rows], next_cursor=next_cursor)
+
+
+@router.post(
+    "/tags",
+    response_model=TagOut,
+    status_code=status.HTTP_201_CREATED,
+    tags=["tags"],
+    responses=problems(409),
+)
+async def create_tag(
+    body: TagIn, session: Session, caller: CurrentCaller, clock: CurrentClock, response: Response
+) -> TagOut:
+    """Create a tag; 409 when one with the same name (whatever the case) exists."""
+    tag = await tags.create_tag(session, body.name, now=clock.now())
+    response.headers["Location"] = f"/v1/tags/{tag.id}"
+    return TagOut.model_validate(tag)
+
+
+@router.delete(
+    "/tags/{tag_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["tags"],
+    responses=problems(403, 404),
+)
+async def delete_tag(tag_id: str, session: Session, caller: CurrentCaller) -> None:
+    """Delete a tag everywhere (admin)."""
+    caller.require_admin()
+    await tags.delete_tag(session, tag_id)
+
+
+@router.post(
+    "/conversations/{conversation_id}/tags",
+    response_model=ConversationOut,
+    tags=["conversations"],
+    responses=problems(404),
+)
+async def tag_conversation(
+    conversation_id: str, body: TagIn, session: Session, caller: CurrentCaller, clock: CurrentClock
+) -> ConversationOut:
+    """Add an existing tag to the conversation (adding it twice changes nothing)."""
+    conversation = await service.get_visible_conversation(
+        session, caller, conversation_id, for_update=True
+    )
+    await tags.tag_conversation(
+        session, conversation, body.name, actor_id=caller.user_id, now=clock.now()
+    )
+    return await service.conversation_out(session, conversation)
+
+
+@router.delete(
+    "/conversations/{conversation_id}/tags/{tag}",
+    response_model=ConversationOut,
+    tags=["conversations"],
+    responses=problems(404),
+)
+async def untag_conversation(
+    conversation_id: str, tag: str, session: Session, caller: CurrentCaller, clock: CurrentClock
+) -> ConversationOut:
+    """Remove a tag (by name) from the conversation."""
+    conversation = await service.get_visible_conversation(
+        session, caller, conversation_id, for_update=True
+    )
+    await tags.untag_conversation(
+        session, conversation, tag, actor_id=caller.user_id, now=clock.now()
+    )
+    return await service.conversation_out(session, conversation)
+
+
+@router.post(
+    "/conversations/{conversation_id}/notes",
+    response_model=NoteOut,
+    status_code=status.HTTP_201_CREATED,
+    tags=["conversations"],
+    responses=problems(404),
+)
+async def create_note(
+    conversation_id: str, body: NoteIn, session: Session, caller: CurrentCaller, clock: CurrentClock
+) -> NoteOut:
+    """An internal note (never sent to the customer); `@mentions` are resolved to users."""
+    conversation = await service.get_visible_conversation(session, caller, conversation_id)
+    note = await notes.add_note(
+        session, conversation, body.body, author_id=caller.user_id, now=clock.now()
+    )
+    return NoteOut.model_validate(note)

@@ -19,6 +19,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column(
+        "contacts", sa.Column("version", sa.Integer(), server_default=sa.text("1"), nullable=False)
+    )
     op.create_table(
         "tags",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -178,6 +181,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("contacts", "version")
     op.drop_index("ix_messages_search", table_name="messages", postgresql_using="gin")
     op.drop_column("messages", "search_vector")
     op.drop_index("ix_conversations_waiting", table_name="conversations")

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from inbox_service import __version__
+from inbox_service.contacts.router import router as contacts_router
 from inbox_service.conversations.messages_router import router as messages_router
 from inbox_service.conversations.router import router as conversations_router
 from inbox_service.conversations.tags_router import router as tags_router
@@ -83,6 +84,7 @@ def create_app(
         conversations_router,
         messages_router,
         tags_router,
+        contacts_router,
         events_router,
     ):
         app.include_router(router)

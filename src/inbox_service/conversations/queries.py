@@ -29,6 +29,7 @@ from inbox_service.contacts.models import Contact
 from inbox_service.conversations.models import Conversation, ConversationTag, Message, Tag
 from inbox_service.conversations.schemas import Sort
 from inbox_service.core.auth import Caller
+from inbox_service.core.errors import Invalid
 from inbox_service.core.pagination import (
     NullableDatetime,
     PageParams,
@@ -81,7 +82,12 @@ def _key_of(conversation: Conversation, sort: str) -> list[Any]:
 
 def _after(sort: str, cursor: str) -> ColumnElement[bool]:
     key = SORTS[sort]
-    values = [INFINITY if value is None else value for value in decode_cursor(cursor, key.types)]
+    # The sort's name leads the cursor: a cursor of another sort (same key shape or not)
+    # would silently start the walk at a wrong place.
+    name, *decoded = decode_cursor(cursor, (str, *key.types))
+    if name != sort:
+        raise Invalid("cursor belongs to another sort", loc=["query", "cursor"])
+    values = [INFINITY if value is None else value for value in decoded]
     position = tuple_(*key.columns)
     return position < tuple_(*values) if key.descending else position > tuple_(*values)
 
@@ -143,7 +149,7 @@ async def list_conversations(
     if len(rows) <= page.limit:
         return rows, None
     rows = rows[: page.limit]
-    return rows, encode_cursor(_key_of(rows[-1][0], sort))
+    return rows, encode_cursor([sort, *_key_of(rows[-1][0], sort)])
 
 
 async def tags_of(session: AsyncSession, conversation_ids: list[str]) -> dict[str, list[str]]:

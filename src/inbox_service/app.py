@@ -11,9 +11,9 @@ from fastapi.routing import APIRoute
 
 from inbox_service import __version__
 from inbox_service.contacts.router import router as contacts_router
+from inbox_service.conversations.actions_router import router as actions_router
 from inbox_service.conversations.messages_router import router as messages_router
 from inbox_service.conversations.router import router as conversations_router
-from inbox_service.conversations.tags_router import router as tags_router
 from inbox_service.core.bodylimit import BodyLimitMiddleware
 from inbox_service.core.clock import Clock, SystemClock
 from inbox_service.core.config import Settings, get_settings
@@ -83,7 +83,7 @@ def create_app(
         ingest_router,
         conversations_router,
         messages_router,
-        tags_router,
+        actions_router,
         contacts_router,
         events_router,
     ):

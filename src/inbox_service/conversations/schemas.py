@@ -186,3 +186,35 @@ class NoteOut(BaseModel):
     body: str
     mentions: list[str] = Field(description="Ids of the users the note mentions.")
     created_at: datetime
+
+
+class AssignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    assignee_id: str | None = Field(description="A member of the inbox, or null to unassign.")
+
+
+BulkAction = Literal["assign", "status", "priority", "tag", "untag"]
+
+
+class BulkIn(BaseModel):
+    """One action on many conversations, all or nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[str, StringConstraints(max_length=40)]] = Field(
+        min_length=1, max_length=100
+    )
+    action: BulkAction
+    value: str | None = Field(
+        description="assign: a user id or null; status; priority; tag and untag: a tag name."
+    )
+
+
+class BulkResult(BaseModel):
+    id: str
+    changed: bool
+
+
+class BulkOut(BaseModel):
+    results: list[BulkResult]

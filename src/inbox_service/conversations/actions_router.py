@@ -2,8 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from inbox_service.conversations import notes, service, tags
+from inbox_service.conversations import assign, bulk, notes, service, tags
 from inbox_service.conversations.schemas import (
+    AssignIn,
+    BulkIn,
+    BulkOut,
     ConversationOut,
     NoteIn,
     NoteOut,
@@ -107,3 +110,37 @@ async def create_note(
         session, conversation, body.body, author_id=caller.user_id, now=clock.now()
     )
     return NoteOut.model_validate(note)
+
+
+@router.post(
+    "/conversations/{conversation_id}/assign",
+    response_model=ConversationOut,
+    tags=["conversations"],
+    responses=problems(404),
+)
+async def assign_conversation(
+    conversation_id: str,
+    body: AssignIn,
+    session: Session,
+    caller: CurrentCaller,
+    clock: CurrentClock,
+) -> ConversationOut:
+    """Assign the conversation to a member of its inbox, or unassign it with `null`."""
+    conversation = await service.get_visible_conversation(
+        session, caller, conversation_id, for_update=True
+    )
+    await assign.assign(
+        session, conversation, body.assignee_id, actor_id=caller.user_id, now=clock.now()
+    )
+    return await service.conversation_out(session, conversation)
+
+
+@router.post(
+    "/conversations/bulk", response_model=BulkOut, tags=["conversations"], responses=problems(404)
+)
+async def bulk_update_conversations(
+    body: BulkIn, session: Session, caller: CurrentCaller, clock: CurrentClock
+) -> BulkOut:
+    """One action (assign, status, priority, tag, untag) on up to 100 conversations: all
+    or nothing, with a result per id and one event per conversation that changed."""
+    return BulkOut(results=await bulk.run(session, caller, body, now=clock.now()))

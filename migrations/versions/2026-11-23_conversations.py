@@ -19,6 +19,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column("conversations", sa.Column("merged_into_id", sa.String(length=40), nullable=True))
+    op.create_foreign_key(
+        op.f("fk_conversations_merged_into_id_conversations"),
+        "conversations",
+        "conversations",
+        ["merged_into_id"],
+        ["id"],
+        ondelete="SET NULL",
+    )
     op.add_column(
         "contacts", sa.Column("version", sa.Integer(), server_default=sa.text("1"), nullable=False)
     )
@@ -181,6 +190,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_constraint(
+        op.f("fk_conversations_merged_into_id_conversations"), "conversations", type_="foreignkey"
+    )
+    op.drop_column("conversations", "merged_into_id")
     op.drop_column("contacts", "version")
     op.drop_index("ix_messages_search", table_name="messages", postgresql_using="gin")
     op.drop_column("messages", "search_vector")

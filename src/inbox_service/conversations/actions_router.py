@@ -2,14 +2,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from inbox_service.conversations import assign, bulk, notes, service, tags
+from inbox_service.conversations import assign, bulk, merge, notes, service, tags
 from inbox_service.conversations.schemas import (
     AssignIn,
     BulkIn,
     BulkOut,
     ConversationOut,
+    MergeIn,
     NoteIn,
     NoteOut,
+    SplitIn,
     TagIn,
     TagOut,
     TagPage,
@@ -144,3 +146,51 @@ async def bulk_update_conversations(
     """One action (assign, status, priority, tag, untag) on up to 100 conversations: all
     or nothing, with a result per id and one event per conversation that changed."""
     return BulkOut(results=await bulk.run(session, caller, body, now=clock.now()))
+
+
+@router.post(
+    "/conversations/{conversation_id}/merge",
+    response_model=ConversationOut,
+    tags=["conversations"],
+    responses=problems(404),
+)
+async def merge_conversation(
+    conversation_id: str,
+    body: MergeIn,
+    session: Session,
+    caller: CurrentCaller,
+    clock: CurrentClock,
+) -> ConversationOut:
+    """Move the messages, notes, tags and timeline of `source_id` into this conversation."""
+    target = await service.get_visible_conversation(
+        session, caller, conversation_id, for_update=True
+    )
+    source = await service.get_visible_conversation(
+        session, caller, body.source_id, for_update=True
+    )
+    await merge.merge(session, target, source, actor_id=caller.user_id, now=clock.now())
+    return await service.conversation_out(session, target)
+
+
+@router.post(
+    "/conversations/{conversation_id}/split",
+    response_model=ConversationOut,
+    status_code=status.HTTP_201_CREATED,
+    tags=["conversations"],
+    responses=problems(404),
+)
+async def split_conversation(
+    conversation_id: str,
+    body: SplitIn,
+    session: Session,
+    caller: CurrentCaller,
+    clock: CurrentClock,
+) -> ConversationOut:
+    """Move a message and the later replies to it into a new conversation (returned)."""
+    conversation = await service.get_visible_conversation(
+        session, caller, conversation_id, for_update=True
+    )
+    new = await merge.split(
+        session, conversation, body.message_id, actor_id=caller.user_id, now=clock.now()
+    )
+    return await service.conversation_out(session, new)

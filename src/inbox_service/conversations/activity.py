@@ -25,6 +25,8 @@ ActivityKind = Literal[
     "sla_warning",
     "sla_breached",
     "snooze_ended",
+    "merged",
+    "split",
 ]
 
 

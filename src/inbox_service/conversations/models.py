@@ -84,6 +84,10 @@ class Conversation(TimestampMixin, Base):
     # The oldest customer message we have not answered yet; NULL when nothing waits on us.
     waiting_since: Mapped[datetime | None] = mapped_column()
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Set when merged into another conversation: lists skip it; mail for it goes there.
+    merged_into_id: Mapped[str | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL")
+    )
 
 
 class Message(Base):

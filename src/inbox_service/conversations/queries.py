@@ -94,7 +94,7 @@ def _after(sort: str, cursor: str) -> ColumnElement[bool]:
 
 def _filtered(caller: Caller, filters: Filters) -> Select[Conversation, Contact]:
     stmt = select(Conversation, Contact).outerjoin(Contact, Contact.id == Conversation.contact_id)
-    stmt = stmt.where(caller.scope(Conversation.inbox_id))
+    stmt = stmt.where(caller.scope(Conversation.inbox_id), Conversation.merged_into_id.is_(None))
     if filters.inbox_id:
         stmt = stmt.where(Conversation.inbox_id == filters.inbox_id)
     if filters.status:

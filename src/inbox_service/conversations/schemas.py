@@ -86,6 +86,9 @@ class ConversationOut(BaseModel):
         description="Since when the customer waits for us (null: nothing waits)."
     )
     snoozed_until: datetime | None
+    merged_into_id: str | None = Field(
+        description="Set when merged into another conversation (which has its messages now)."
+    )
     created_at: datetime
     updated_at: datetime
     version: int
@@ -218,3 +221,17 @@ class BulkResult(BaseModel):
 
 class BulkOut(BaseModel):
     results: list[BulkResult]
+
+
+class MergeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source_id: str = Field(description="The conversation whose messages move into this one.")
+
+
+class SplitIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: str = Field(
+        description="This message and the later replies to it move to a new conversation."
+    )

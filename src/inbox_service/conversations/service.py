@@ -136,6 +136,7 @@ async def conversations_out(
             last_message_at=c.last_message_at,
             waiting_since=c.waiting_since,
             snoozed_until=c.snoozed_until,
+            merged_into_id=c.merged_into_id,
             created_at=c.created_at,
             updated_at=c.updated_at,
             version=c.version,

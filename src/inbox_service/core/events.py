@@ -30,6 +30,8 @@ class EventType(enum.StrEnum):
     CONVERSATION_STATUS_CHANGED = "conversation.status_changed"
     CONVERSATION_PRIORITY_CHANGED = "conversation.priority_changed"
     CONVERSATION_TAGGED = "conversation.tagged"
+    CONVERSATION_MERGED = "conversation.merged"
+    CONVERSATION_SPLIT = "conversation.split"
     NOTE_CREATED = "note.created"
     REPLY_SENT = "reply.sent"
     REPLY_FAILED = "reply.failed"

@@ -262,8 +262,20 @@ class _Batch:
             *self.by_guid.values(),
         }
         if ids:
-            found = await self.session.scalars(select(Conversation).where(Conversation.id.in_(ids)))
+            found = list(
+                await self.session.scalars(select(Conversation).where(Conversation.id.in_(ids)))
+            )
             self.conversations.update({c.id: c for c in found})
+            # Mail for a merged conversation goes where it was merged.
+            targets = {c.merged_into_id for c in found if c.merged_into_id}
+            if targets:
+                merged = await self.session.scalars(
+                    select(Conversation).where(Conversation.id.in_(targets))
+                )
+                into = {c.id: c for c in merged}
+                for c in found:
+                    if c.merged_into_id in into:
+                        self.conversations[c.id] = into[c.merged_into_id]
 
     async def _upsert_contacts(self, parsed: Sequence[ParsedMessage]) -> None:
         people: dict[str, str | None] = {}
@@ -367,6 +379,7 @@ class _Batch:
             .where(
                 Conversation.inbox_id == self.inbox.inbox_id,
                 Conversation.base_subject == base,
+                Conversation.merged_into_id.is_(None),
                 Conversation.contact_id.in_(contact_ids),
                 Conversation.last_message_at >= at - self.inbox.subject_window,
             )

@@ -162,12 +162,12 @@ async def merge_conversation(
     clock: CurrentClock,
 ) -> ConversationOut:
     """Move the messages, notes, tags and timeline of `source_id` into this conversation."""
-    target = await service.get_visible_conversation(
-        session, caller, conversation_id, for_update=True
-    )
-    source = await service.get_visible_conversation(
-        session, caller, body.source_id, for_update=True
-    )
+    # Lock both in id order: two opposite merges at once must not deadlock.
+    locked = {
+        cid: await service.get_visible_conversation(session, caller, cid, for_update=True)
+        for cid in sorted({conversation_id, body.source_id})
+    }
+    target, source = locked[conversation_id], locked[body.source_id]
     await merge.merge(session, target, source, actor_id=caller.user_id, now=clock.now())
     return await service.conversation_out(session, target)
 

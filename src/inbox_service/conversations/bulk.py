@@ -56,21 +56,10 @@ async def run(
                 now=now,
                 loc=("body", "value"),
             )
-        elif body.action == "status":
+        elif body.action in ("status", "priority"):
+            patch = ConversationPatch.model_validate({body.action: body.value})
             await service.update_conversation(
-                session,
-                conversation,
-                ConversationPatch(status=body.value),
-                actor_id=caller.user_id,
-                now=now,
-            )
-        elif body.action == "priority":
-            await service.update_conversation(
-                session,
-                conversation,
-                ConversationPatch(priority=body.value),
-                actor_id=caller.user_id,
-                now=now,
+                session, conversation, patch, actor_id=caller.user_id, now=now
             )
         elif body.action == "tag":
             await tags.tag_conversation(

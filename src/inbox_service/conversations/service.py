@@ -268,7 +268,8 @@ _TIMELINE = text(
                jsonb_build_object('body', body, 'mentions', to_jsonb(mentions))
           FROM notes WHERE conversation_id = :cid
         UNION ALL
-        SELECT created_at, 'activity', 'act_' || id::text, actor_id, kind, data
+        -- zero-padded so activities of the same instant keep the order they were made in
+        SELECT created_at, 'activity', 'act_' || lpad(id::text, 19, '0'), actor_id, kind, data
           FROM activities WHERE conversation_id = :cid
     ) entries
     WHERE (:after_at IS NULL OR (at, type, id) > (:after_at, :after_type, :after_id))

@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("claim", sa.String(length=32), nullable=True),
         sa.Column("response_status", sa.Integer(), nullable=True),
         sa.Column("response_headers", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("response_body", sa.LargeBinary(), nullable=True),

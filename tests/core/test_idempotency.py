@@ -422,3 +422,23 @@ class TestIdempotencyKeyConcurrently:
         assert all(r.content == originals[0].content for r in created)
         others = [r for r in responses if r.status_code != 201]
         assert all(r.status_code == 409 for r in others), [r.text for r in others]
+
+
+class TestIdempotencyClaims:
+    async def test_a_request_that_outlived_its_lease_cannot_clobber_the_retry(
+        self, db: SessionMaker, clock: FixedClock
+    ) -> None:
+        from inbox_service.core.asgi import CapturedResponse
+        from inbox_service.core.idempotency import LEASE, IdempotencyMiddleware
+
+        middleware = IdempotencyMiddleware(FastAPI(), sessionmaker=lambda: db, clock=lambda: clock)
+        assert (await middleware._claim("owner", "k1", "hash", "first"))[0]
+        clock.advance(LEASE + timedelta(seconds=1))  # the first request is stuck
+        assert (await middleware._claim("owner", "k1", "hash", "retry"))[0]
+        late = CapturedResponse(status=500)
+        await middleware._finish("owner", "k1", "first", late)  # would delete the key
+        done = CapturedResponse(status=201, body=bytearray(b"{}"))
+        await middleware._finish("owner", "k1", "retry", done)
+        async with transaction(db) as session:
+            row = await session.get_one(IdempotencyKey, ("owner", "k1"))
+            assert (row.response_status, row.response_body, row.claim) == (201, b"{}", None)

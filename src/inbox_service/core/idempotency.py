@@ -5,7 +5,7 @@ same caller can replay an answer):
 
     (none) --claim--> in progress --answer < 500--> done (answer stored, replayed)
                           |  \--answer >= 500 or crash in the app--> (none): retry runs again
-                          \--lease expired (process died)--> claimable again
+                          \--lease expired (process died)--> claimable again (a new claim)
 
 A second request with the key while the first is in progress gets 409; a request with
 the key and another method, path or body gets 422. The answer is stored after the app's
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -30,7 +31,7 @@ from inbox_service.core.db import Base, SessionMaker, transaction
 from inbox_service.core.errors import PROBLEM_JSON, TYPE_BASE
 
 RETENTION = timedelta(hours=24)
-LEASE = timedelta(seconds=60)
+LEASE = timedelta(minutes=5)
 MAX_KEY_LENGTH = 255
 # What describes the answer itself; a 401 must carry WWW-Authenticate and a 405 Allow.
 _REPLAYED_HEADERS = {b"content-type", b"location", b"etag", b"www-authenticate", b"allow"}
@@ -44,6 +45,8 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(index=True)
     locked_until: Mapped[datetime | None] = mapped_column()
+    # Who runs the request now: only that claim may store its answer or give the key back.
+    claim: Mapped[str | None] = mapped_column(String(32))
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_headers: Mapped[list[list[str]] | None] = mapped_column(JSONB)
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -97,7 +100,8 @@ class IdempotencyMiddleware:
             b"\0".join([scope["path"].encode(), scope.get("query_string", b""), body])
         ).hexdigest()
 
-        claimed, existing = await self._claim(owner, key, fingerprint)
+        claim = secrets.token_hex(16)
+        claimed, existing = await self._claim(owner, key, fingerprint, claim)
         if not claimed:
             if existing is None or existing.request_hash != fingerprint:
                 await _problem(
@@ -137,10 +141,10 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, replay_body(body), capture)
         finally:
-            await self._finish(owner, key, captured)
+            await self._finish(owner, key, claim, captured)
 
     async def _claim(
-        self, owner: str, key: str, fingerprint: str
+        self, owner: str, key: str, fingerprint: str, claim: str
     ) -> tuple[bool, IdempotencyKey | None]:
         now = self.clock().now()
         async with transaction(self.sessionmaker()) as session:
@@ -152,6 +156,7 @@ class IdempotencyMiddleware:
                     request_hash=fingerprint,
                     created_at=now,
                     locked_until=now + LEASE,
+                    claim=claim,
                 )
                 .on_conflict_do_nothing()
                 .returning(IdempotencyKey.key)
@@ -173,12 +178,19 @@ class IdempotencyMiddleware:
                 row.request_hash = fingerprint
                 row.created_at = now if expired else row.created_at
                 row.locked_until = now + LEASE
+                row.claim = claim
                 row.response_status = row.response_headers = row.response_body = None
                 return True, None
             return False, row
 
-    async def _finish(self, owner: str, key: str, captured: CapturedResponse) -> None:
-        where = (IdempotencyKey.owner == owner, IdempotencyKey.key == key)
+    async def _finish(self, owner: str, key: str, claim: str, captured: CapturedResponse) -> None:
+        # Guarded by the claim: a request that outlived its lease and was taken over by a
+        # retry must not overwrite or delete the retry's row.
+        where = (
+            IdempotencyKey.owner == owner,
+            IdempotencyKey.key == key,
+            IdempotencyKey.claim == claim,
+        )
         async with transaction(self.sessionmaker()) as session:
             if captured.status == 0 or captured.status >= 500 or captured.streaming:
                 await session.execute(delete(IdempotencyKey).where(*where))
@@ -196,6 +208,7 @@ class IdempotencyMiddleware:
                     response_headers=headers,
                     response_body=bytes(captured.body),
                     locked_until=None,
+                    claim=None,
                 )
             )
 

@@ -62,7 +62,8 @@ P99_TARGET_MS = 50.0
 RATIO_TARGET = 0.5
 PAGE = 50
 CHUNK = 2000  # conversations per COPY batch
-STEP_RATES = (100, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1300, 1600, 2000)
+STEP_RATES = (50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1300, 1600, 2000)
+ERRORS = {"-1": "timeout", "-2": "connection", "-3": "dropped (64 in flight)"}
 BIG_TABLES = {"conversations", "messages", "conversation_tags", "contacts"}
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -188,23 +189,51 @@ DOMAINS = words_of(
     "gmail.com outlook.com yahoo.com icloud.com proton.me acme-corp.com globex.io "
     "initech.net umbrella.org hooli.com"
 )
-# Support mail vocabulary, most frequent first (Zipf weights); a second tier of rarer words.
-COMMON = words_of(
-    "the to and a i my you is for it of on in order please thanks hello hi we can not have "
-    "your with this that be help account but was me are would just get still issue again "
-    "refund invoice payment shipping delivery password login error app update cancel "
-    "subscription charge card billing address package tracking number week today yesterday "
-    "since problem working broken cannot access email reset link received sent support team "
-    "customer service reply ticket request question product price plan upgrade downgrade "
-    "trial export import data report dashboard settings profile notification phone mobile "
-    "browser chrome firefox safari windows mac android iphone screen page button crash slow "
-    "timeout sync missing duplicate wrong damaged return exchange warranty replacement "
+# Support mail vocabulary: function words, then topical words spread among ~3000 made-up
+# words (names, products, jargon), with Zipf weights by rank; RARE words are sprinkled thinly.
+FUNCTION = words_of(
+    "the to and a i my you is for it of on in please thanks hello hi we can not have your "
+    "with this that be help but was me are would just get still again since"
+)
+TOPICAL = words_of(
+    "order account issue invoice payment shipping delivery password login error app update "
+    "cancel subscription charge card billing address package tracking number week today "
+    "refund yesterday problem working broken cannot access email reset link received sent "
+    "support team customer service reply ticket request question product price plan upgrade "
+    "downgrade trial export import data report dashboard settings profile notification phone "
+    "mobile browser chrome firefox safari windows mac android iphone screen page button crash "
+    "slow timeout sync missing duplicate wrong damaged return exchange warranty replacement "
     "discount coupon code tax vat receipt statement month year renewal contract"
 )
 RARE = words_of(
     "quokka zephyr marzipan obsidian tamarind saffron juniper vellum cobalt lanolin "
     "pemmican quinoa rhubarb sorrel turmeric umber verdigris wolfram xenon yarrow"
 )
+
+
+def vocabulary(seed: int) -> tuple[list[str], list[float]]:
+    """(words, cumulative weights): "refund" lands near rank 90, in ~5 % of messages."""
+    rng = new_rng(seed)
+    taken = set(FUNCTION) | set(TOPICAL) | set(RARE) | {"refnud"}
+    made_up: list[str] = []
+    while len(made_up) < 3000:
+        word = "".join(
+            rng.choice("bcdfgklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(2, 4))
+        )
+        if word not in taken:
+            taken.add(word)
+            made_up.append(word)
+    ranked = list(FUNCTION)
+    for i, word in enumerate(made_up):
+        if i % 2 == 0 and i // 2 < len(TOPICAL):
+            ranked.append(TOPICAL[i // 2])
+        ranked.append(word)
+    weights = [1 / (rank + 3) for rank in range(len(ranked))]
+    ranked += RARE
+    weights += [0.00005] * len(RARE)
+    return ranked, cumulative(weights)
+
+
 SUBJECTS = (
     "Problem with order {order}",
     "Refund request for {order}",
@@ -373,8 +402,7 @@ def make_plan(args: argparse.Namespace, now: datetime) -> Plan:
     counts = [1] * n
     for index in rng.choices(range(n), weights, k=m - n):
         counts[index] += 1
-    words = COMMON + RARE
-    word_weights = [1 / (i + 3) for i in range(len(COMMON))] + [0.0004] * len(RARE)
+    words, word_cum = vocabulary(args.seed)
     return Plan(
         seed=args.seed,
         now=now,
@@ -388,7 +416,7 @@ def make_plan(args: argparse.Namespace, now: datetime) -> Plan:
         tag_cum=cumulative(list(TAGS.values())),
         counts=counts,
         words=words,
-        word_cum=cumulative(word_weights),
+        word_cum=word_cum,
     )
 
 
@@ -764,6 +792,7 @@ class Scenario:
     weight: int
     statements: dict[str, list[tuple[str, tuple[Any, ...]]]] = field(default_factory=dict)
     #  page: [(sql, params)] for "auth", "page1", "tags1", "page2", "tags2"
+    too_slow: bool = False  # the first page took longer than --query-timeout
 
 
 async def build_mix(url: str, plan: Plan, keys: dict[str, Any]) -> list[Scenario]:
@@ -875,13 +904,14 @@ def _filters_of(params: Sequence[tuple[str, str]]) -> tuple[Any, str]:
     return filters, one.get("sort", "newest")
 
 
-async def capture_sql(url: str, keys: dict[str, Any], mix: list[Scenario]) -> None:
+async def capture_sql(url: str, keys: dict[str, Any], mix: list[Scenario], limit_s: float) -> None:
     """Run the service's own query code once per scenario (first page, then the page after
     its cursor) and keep every statement it sends, with its parameters, as asyncpg gets
     them ($n placeholders: SQLAlchemy's asyncpg dialect is numeric_dollar)."""
     from types import SimpleNamespace
 
-    from sqlalchemy import event
+    from sqlalchemy import event, text
+    from sqlalchemy.exc import DBAPIError
     from starlette.requests import Request
 
     from inbox_service.conversations import queries
@@ -910,19 +940,27 @@ async def capture_sql(url: str, keys: dict[str, Any], mix: list[Scenario]) -> No
             filters, sort = _filters_of(scenario.params)
             cursor: str | None = None
             for page in (1, 2):
-                async with transaction(sessionmaker) as session:
-                    await authenticate(session, request_for(key))  # sets last_used_at once
-                    captured.clear()
-                    caller = await authenticate(session, request_for(key))
-                    scenario.statements.setdefault("auth", list(captured))
-                    captured.clear()
-                    rows, next_cursor = await queries.list_conversations(
-                        session, caller, filters, sort, PageParams(limit=PAGE, cursor=cursor)
-                    )
-                    scenario.statements[f"page{page}"] = list(captured)
-                    captured.clear()
-                    await queries.tags_of(session, [c.id for c, _ in rows])
-                    scenario.statements[f"tags{page}"] = list(captured)
+                try:
+                    async with transaction(sessionmaker) as session:
+                        await authenticate(session, request_for(key))  # sets last_used_at once
+                        captured.clear()
+                        caller = await authenticate(session, request_for(key))
+                        scenario.statements.setdefault("auth", list(captured))
+                        await session.execute(text(f"SET LOCAL statement_timeout = '{limit_s}s'"))
+                        captured.clear()
+                        rows, next_cursor = await queries.list_conversations(
+                            session, caller, filters, sort, PageParams(limit=PAGE, cursor=cursor)
+                        )
+                        scenario.statements[f"page{page}"] = list(captured)
+                        captured.clear()
+                        await queries.tags_of(session, [c.id for c, _ in rows])
+                        scenario.statements[f"tags{page}"] = list(captured)
+                except DBAPIError as exc:
+                    if "statement timeout" not in str(exc):
+                        raise
+                    scenario.statements[f"page{page}"] = list(captured[:1])
+                    scenario.too_slow = True
+                    break
                 if next_cursor is None:
                     break
                 cursor = next_cursor
@@ -1008,7 +1046,6 @@ class LoadWorker:
     async def one(self, client: Any, scheduled: float) -> None:
         import httpx
 
-        loop = asyncio.get_running_loop()
         scenarios = self.config["scenarios"]
         s = self.rng.choices(scenarios, self.config["weights"])[0]
         params = [*s["params"], ("limit", str(PAGE))]
@@ -1032,23 +1069,27 @@ class LoadWorker:
             status = -1
         except httpx.HTTPError:
             status = -2
-        self.records.append((s["name"], loop.time() - scheduled, status))
+        self.records.append((s["name"], time.perf_counter() - scheduled, status))
 
     async def phase(self, client: Any, phase: dict[str, Any], watch: list[int]) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
         self.records = []
         lags: list[float] = []
         tasks: set[asyncio.Task[None]] = set()
-        cpu0, ticks0 = time.process_time(), [cpu_ticks([p]) for p in self._watched(watch)]
-        start = loop.time() + 0.05
+        cpu0, ticks0 = time.process_time(), self._ticks(watch)
+        start = time.perf_counter() + 0.05
         if phase["mode"] == "open":
             rate = phase["rate"]
             for i in range(int(rate * phase["seconds"])):
                 at = start + i / rate
-                delay = at - loop.time()
+                delay = at - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                lags.append(loop.time() - at)
+                lags.append(time.perf_counter() - at)
+                if len(tasks) >= self.config["connections"]:
+                    # Overloaded: count it as dropped rather than queue without bound (the
+                    # client would burn the CPU the server needs).
+                    self.records.append(("(dropped)", 0.0, -3))
+                    continue
                 task = asyncio.create_task(self.one(client, at))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -1061,19 +1102,23 @@ class LoadWorker:
             end = start + phase["seconds"]
 
             async def closed() -> None:
-                while loop.time() < end:
-                    await self.one(client, loop.time())
+                while time.perf_counter() < end:
+                    await self.one(client, time.perf_counter())
 
             await asyncio.gather(*(closed() for _ in range(phase["concurrency"])))
-        elapsed = loop.time() - start
+        elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu0
-        ticks = [cpu_ticks([p]) for p in self._watched(watch)]
+        ticks = self._ticks(watch)
         hz = os.sysconf("SC_CLK_TCK")
         return self.summary(phase, elapsed, cpu, lags, ticks0, ticks, hz)
 
-    def _watched(self, watch: list[int]) -> list[int]:
-        # [api pid, postmaster pid]: the API process, and postgres with its backends.
-        return [watch[0], *([watch[1], *descendants(watch[1])] if len(watch) > 1 else [])]
+    def _ticks(self, watch: list[int]) -> dict[int, int]:
+        """CPU ticks of the API process (key 0) and of each postgres process (their pids):
+        `watch` is [API pid, postmaster pid]."""
+        ticks = {0: cpu_ticks(watch[:1])}
+        for pid in [watch[1], *descendants(watch[1])] if len(watch) > 1 else []:
+            ticks[pid] = cpu_ticks([pid])
+        return ticks
 
     def summary(
         self,
@@ -1081,8 +1126,8 @@ class LoadWorker:
         elapsed: float,
         cpu: float,
         lags: list[float],
-        ticks0: list[int],
-        ticks: list[int],
+        ticks0: dict[int, int],
+        ticks: dict[int, int],
         hz: int,
     ) -> dict[str, Any]:
         ok = sorted(ms * 1000 for _, ms, status in self.records if status == 200)
@@ -1092,8 +1137,9 @@ class LoadWorker:
             if status == 200:
                 by.setdefault(name, []).append(seconds * 1000)
         lags.sort()
-        api_cpu = (ticks[0] - ticks0[0]) / hz if ticks and ticks0 else 0.0
-        pg_cpu = (sum(ticks[1:]) - sum(ticks0[1:])) / hz if len(ticks) > 1 else 0.0
+        api_cpu = (ticks[0] - ticks0[0]) / hz
+        # Backends that exited meanwhile are lost; new ones count from zero.
+        pg_cpu = sum(t - ticks0.get(pid, 0) for pid, t in ticks.items() if pid) / hz
         result = {
             **phase,
             "requests": len(self.records),
@@ -1128,18 +1174,20 @@ class LoadWorker:
         connections = self.config["connections"]
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         watch = self.config["watch"]
-        async with httpx.AsyncClient(
-            base_url=self.config["base"], limits=limits, timeout=httpx.Timeout(10.0)
-        ) as client:
-            stepping = True
-            for phase in self.config["phases"]:
-                if phase["name"] == "step" and not stepping:
-                    continue
+        stepping = True
+        for phase in self.config["phases"]:
+            if phase["name"] == "step" and not stepping:
+                continue
+            # A fresh client per phase: httpx's pool gets slow (CPU) once it holds many
+            # connections and queued requests, which an overloaded phase leaves behind.
+            async with httpx.AsyncClient(
+                base_url=self.config["base"], limits=limits, timeout=httpx.Timeout(10.0)
+            ) as client:
                 result = await self.phase(client, phase, watch)
-                if phase["name"] == "step" and not result["pass"]:
-                    stepping = False
-                sys.stdout.write(json.dumps(result) + "\n")
-                sys.stdout.flush()
+            if phase["name"] == "step" and not result["pass"]:
+                stepping = False
+            sys.stdout.write(json.dumps(result) + "\n")
+            sys.stdout.flush()
 
 
 def load_worker_main(config_path: Path) -> None:
@@ -1174,7 +1222,7 @@ def start_load(
             {"name": s.name, "who": s.who, "params": s.params, "weight": s.weight} for s in mix
         ],
         "follow": args.follow,
-        "connections": 256,
+        "connections": 64,
         "phases": load_phases(args),
         "watch": watch,
     }
@@ -1195,7 +1243,7 @@ def start_load(
 
 def show_phase(r: dict[str, Any]) -> None:
     target = f"{r['rate']:>5} req/s" if r["mode"] == "open" else f"closed x{r['concurrency']}"
-    errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "none"
+    errors = ", ".join(f"{ERRORS.get(k, k)}: {v}" for k, v in sorted(r["errors"].items())) or "none"
     verdict = ""
     if "pass" in r:
         verdict = "  ok" if r["pass"] else "  FAIL"
@@ -1273,7 +1321,11 @@ async def bare(
         plain_dsn(url),
         min_size=concurrency,
         max_size=concurrency,
-        server_settings={"timezone": "UTC", "application_name": "bench-bare"},
+        server_settings={
+            "timezone": "UTC",
+            "application_name": "bench-bare",
+            "statement_timeout": "60s",
+        },
     )
     latencies: list[float] = []
     try:
@@ -1340,26 +1392,64 @@ def access_paths(plan: dict[str, Any]) -> tuple[list[str], list[str], list[str]]
     return list(dict.fromkeys(paths)), seq, sorts
 
 
-async def explain_all(url: str, mix: list[Scenario], show_plans: bool) -> list[str]:
+async def explain_too_slow(
+    conn: Any, label: str, sql: str, params: tuple[Any, ...], limit_s: float
+) -> None:
+    say(f"  {label}: > {limit_s:g} s (statement timeout); EXPLAIN without ANALYZE:")
+    for row in await conn.fetch(f"EXPLAIN {sql}", *params):
+        say(f"        | {row[0]}")
+
+
+async def end_leftovers(url: str) -> None:
+    """Terminate what the API or the bare pool left running in the bench's own database (a
+    slow query goes on after its client is gone), so the next phase starts clean."""
     import asyncpg
 
-    conn = await asyncpg.connect(plain_dsn(url), server_settings={"timezone": "UTC"})
+    conn = await asyncpg.connect(plain_dsn(url))
+    try:
+        ended = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND application_name IN ('inbox-service', 'bench-bare')"
+        )
+    finally:
+        await conn.close()
+    if ended:
+        say(f"  (ended {ended} leftover connection(s) of the API or the bare pool)")
+
+
+async def explain_all(url: str, mix: list[Scenario], show_plans: bool, limit_s: float) -> list[str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        plain_dsn(url), server_settings={"timezone": "UTC", "statement_timeout": f"{limit_s}s"}
+    )
     flagged: list[str] = []
     try:
         for s in mix:
+            if s.too_slow:
+                sql, params = s.statements["page1"][0]
+                await explain_too_slow(conn, f"{s.name} [first page]", sql, params, limit_s)
+                flagged.append(f"{s.name} [first page]: > {limit_s:g} s (statement timeout)")
+                continue
             for page in ("page1", "page2"):
                 if page not in s.statements:
                     continue
                 for sql, params in s.statements[page]:
-                    raw = await conn.fetchval(
-                        f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *params
-                    )
+                    label = f"{s.name} [{'first page' if page == 'page1' else 'cursor page'}]"
+                    try:
+                        raw = await conn.fetchval(
+                            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *params
+                        )
+                    except asyncpg.QueryCanceledError:
+                        await explain_too_slow(conn, label, sql, params, limit_s)
+                        flagged.append(f"{label}: > {limit_s:g} s (statement timeout)")
+                        continue
                     doc = json.loads(raw)[0]
                     top = doc["Plan"]
                     paths, seq, sorts = access_paths(top)
                     hit = top.get("Shared Hit Blocks", 0)
                     read = top.get("Shared Read Blocks", 0)
-                    label = f"{s.name} [{'first page' if page == 'page1' else 'cursor page'}]"
                     mark = "  SEQ SCAN on " + ", ".join(seq) if seq else ""
                     say(
                         f"  {label}: {doc['Execution Time']:.1f} ms, buffers hit {hit} read "
@@ -1376,9 +1466,12 @@ async def explain_all(url: str, mix: list[Scenario], show_plans: bool) -> list[s
                             + (f", {'; '.join(sorts)}" if sorts else "")
                         )
                     if show_plans or seq or doc["Execution Time"] > 20:
-                        text = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *params)
-                        for row in text[:40]:
-                            say(f"        | {row[0]}")
+                        # Seconds-long ones again without ANALYZE: the plan is the point.
+                        how = "" if doc["Execution Time"] > 1000 else "(ANALYZE, BUFFERS) "
+                        with contextlib.suppress(asyncpg.QueryCanceledError):
+                            text = await conn.fetch(f"EXPLAIN {how}{sql}", *params)
+                            for row in text[:40]:
+                                say(f"        | {row[0]}")
         # The other two statements of every request.
         s = mix[0]
         for part in ("auth", "tags1"):
@@ -1412,83 +1505,36 @@ async def run(args: argparse.Namespace, tmp: Path, pg: Any, holder: dict[str, An
 
     say("\n[2] the mix (weight, who, filters) and its SQL, captured from the service's code")
     mix = await build_mix(url, plan, keys)
-    await capture_sql(url, keys, mix)
+    await capture_sql(url, keys, mix, args.query_timeout)
     total = sum(s.weight for s in mix)
     for s in mix:
         pages = "2 pages" if "page2" in s.statements else "1 page"
+        if s.too_slow:
+            pages = f"TOO SLOW: > {args.query_timeout:g} s, left out of the load"
         query = "&".join(f"{k}={v}" for k, v in s.params) or "(no filter)"
-        say(f"  {100 * s.weight / total:4.1f} %  {s.name:40} {query[:70]}  [{pages}]")
+        say(f"  {100 * s.weight / total:4.1f} %  {s.name:40} {query[:60]}  [{pages}]")
     say(
         f"  requests follow the previous response's next_cursor with probability {args.follow}; "
         f"each request runs {len(mix[0].statements['auth'])} auth + 1 list + 1 tags statement"
     )
 
-    say("\n[3] API as deployed (uvicorn, DB_POOL_SIZE=20), load from a separate process")
-    port = free_port()
-    log = tmp / "api.log"
-    holder["server"] = server = start_server(url, port, log)
-    base = f"http://127.0.0.1:{port}"
-    await wait_ready(base, server, log)
-    postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
-    say(f"  {base} ready; {load_average()}")
-    results = await drive(args, tmp, base, keys, mix, [server.pid, postmaster], holder)
-    stop_process(server)
-    holder["server"] = None
-    main = results["main"]
-    say("  main run by scenario (n, p50, p99 ms):")
-    for name, (n, p50, p99) in sorted(main["by_scenario"].items(), key=lambda kv: -kv[1][2]):
-        mark = "  !!" if p99 > P99_TARGET_MS else ""
-        say(f"    {name:40} {n:6d}  {p50:6.1f}  {p99:6.1f}{mark}")
-    passed = [r["rate"] for r in results["steps"] if r["pass"]]
-    sustained = max(passed) if passed else 0.0
-    failed = next((r for r in results["steps"] if not r["pass"]), None)
-    saturation = results["saturation"]["achieved"]
+    usable = [s for s in mix if not s.too_slow]
+    slow = len(mix) - len(usable)
+    variants = [("full mix" + (f" less {slow} too-slow scenario(s)" if slow else ""), usable)]
+    without_q = [s for s in usable if not any(k == "q" for k, _ in s.params)]
+    if args.without_q and len(without_q) < len(usable):
+        variants.append(("mix without q (full-text search)", without_q))
+    measured = []
+    for number, (label, subset) in enumerate(variants, 3):
+        say(f"\n[{number}] {label}: API as deployed")
+        measured.append((label, await measure(args, tmp, pg, holder, url, keys, subset, number)))
 
-    say(f"\n[4] bare: the same statements through an asyncpg pool of {args.concurrency}")
-    bare_all = await bare(url, mix, args.concurrency, args.bare_seconds, args.follow, "all")
-    say(
-        f"  auth + list + tags per request: {bare_all['rate']:.0f} req/s "
-        f"(p50 {bare_all['p50']:.1f}, p99 {bare_all['p99']:.1f} ms); {load_average()}"
-    )
-    bare_list = await bare(url, mix, args.concurrency, args.bare_seconds, args.follow, "list")
-    say(
-        f"  list query only: {bare_list['rate']:.0f} queries/s "
-        f"(p50 {bare_list['p50']:.1f}, p99 {bare_list['p99']:.1f} ms)"
-    )
+    say(f"\n[{len(variants) + 3}] EXPLAIN (ANALYZE, BUFFERS) of every list query of the mix")
+    flagged = await explain_all(url, mix, args.plans, args.query_timeout)
 
-    say("\n[5] EXPLAIN (ANALYZE, BUFFERS) of every list query of the mix")
-    flagged = await explain_all(url, mix, args.plans)
-
-    say("\n[6] summary")
-    ratio = saturation / bare_all["rate"] if bare_all["rate"] else 0.0
-    say(
-        f"  p99 at {args.rate} req/s (main, {args.seconds} s): {main['p99']:.1f} ms "
-        f"(p50 {main['p50']:.1f}, p95 {main['p95']:.1f}, max {main['max']:.1f}; achieved "
-        f"{main['achieved']:.1f} req/s, errors {sum(main['errors'].values())})"
-        f"   {check(main['p99'] <= P99_TARGET_MS and not main['errors'])} (<= {P99_TARGET_MS:g})"
-    )
-    stop = (
-        f"; first failing step {failed['rate']} req/s: p99 {failed['p99']:.1f} ms, achieved "
-        f"{failed['achieved']:.0f}, errors {sum(failed['errors'].values())}"
-        if failed
-        else ""
-    )
-    say(f"  max sustained rate (p99 <= {P99_TARGET_MS:g} ms, no errors): {sustained:.0f} req/s")
-    if stop:
-        say(f"  {stop[2:]}")
-    say(
-        f"  API saturation (closed loop, {args.concurrency} connections): {saturation:.0f} req/s, "
-        f"p99 {results['saturation']['p99']:.1f} ms"
-    )
-    say(
-        f"  bare SQL (auth + list + tags): {bare_all['rate']:.0f} req/s; list query only: "
-        f"{bare_list['rate']:.0f} q/s"
-    )
-    say(
-        f"  ratio API/bare: {ratio:.2f}   {check(ratio >= RATIO_TARGET)} (>= {RATIO_TARGET:g}); "
-        f"max sustained/bare {sustained / bare_all['rate']:.2f}; "
-        f"API/list-only {saturation / bare_list['rate']:.2f}"
-    )
+    say(f"\n[{len(variants) + 4}] summary")
+    for label, m in measured:
+        summarize(args, label, m)
     if flagged:
         say("  queries to look at (Seq Scan, a sort not served by an index, or > 20 ms):")
         for f in flagged:
@@ -1496,6 +1542,88 @@ async def run(args: argparse.Namespace, tmp: Path, pg: Any, holder: dict[str, An
     else:
         say("  every list query is served by an index (no Seq Scan on the big tables)")
     say(f"  ({load_average()})")
+
+
+async def measure(
+    args: argparse.Namespace,
+    tmp: Path,
+    pg: Any,
+    holder: dict[str, Any],
+    url: str,
+    keys: dict[str, Any],
+    mix: list[Scenario],
+    number: int,
+) -> dict[str, Any]:
+    """One mix: the API under load from the load process, then the same SQL bare."""
+    say("  (uvicorn, DB_POOL_SIZE=20), load from a separate process; latencies in ms")
+    port = free_port()
+    log = tmp / f"api-{number}.log"
+    holder["server"] = server = start_server(url, port, log)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        await wait_ready(base, server, log)
+        postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+        say(f"  {base} ready; {load_average()}")
+        results = await drive(args, tmp, base, keys, mix, [server.pid, postmaster], holder)
+    finally:
+        stop_process(server)
+        holder["server"] = None
+    await end_leftovers(url)
+    main = results["main"]
+    say("  main run by scenario (n, p50, p99 ms):")
+    for name, (n, p50, p99) in sorted(main["by_scenario"].items(), key=lambda kv: -kv[1][2]):
+        mark = "  !!" if p99 > P99_TARGET_MS else ""
+        say(f"    {name:40} {n:6d}  {p50:7.1f}  {p99:7.1f}{mark}")
+
+    say(f"  bare: the same statements through an asyncpg pool of {args.concurrency}")
+    bare_all = await bare(url, mix, args.concurrency, args.bare_seconds, args.follow, "all")
+    say(
+        f"    auth + list + tags per request: {bare_all['rate']:.0f} req/s "
+        f"(p50 {bare_all['p50']:.1f}, p99 {bare_all['p99']:.1f} ms); {load_average()}"
+    )
+    await end_leftovers(url)
+    bare_list = await bare(url, mix, args.concurrency, args.bare_seconds, args.follow, "list")
+    await end_leftovers(url)
+    say(
+        f"    list query only: {bare_list['rate']:.0f} queries/s "
+        f"(p50 {bare_list['p50']:.1f}, p99 {bare_list['p99']:.1f} ms)"
+    )
+    return {**results, "bare_all": bare_all, "bare_list": bare_list}
+
+
+def summarize(args: argparse.Namespace, label: str, m: dict[str, Any]) -> None:
+    main, bare_all, bare_list = m["main"], m["bare_all"], m["bare_list"]
+    passed = [r["rate"] for r in m["steps"] if r["pass"]]
+    sustained = max(passed) if passed else 0.0
+    failed = next((r for r in m["steps"] if not r["pass"]), None)
+    saturation = m["saturation"]["achieved"]
+    ratio = saturation / bare_all["rate"] if bare_all["rate"] else 0.0
+    say(f"  {label}:")
+    say(
+        f"    p99 at {args.rate} req/s ({args.seconds:g} s): {main['p99']:.1f} ms "
+        f"(p50 {main['p50']:.1f}, p95 {main['p95']:.1f}, max {main['max']:.1f}; achieved "
+        f"{main['achieved']:.1f} req/s, errors {sum(main['errors'].values())})"
+        f"   {check(main['p99'] <= P99_TARGET_MS and not main['errors'])} (<= {P99_TARGET_MS:g})"
+    )
+    say(f"    max sustained rate (p99 <= {P99_TARGET_MS:g} ms, no errors): {sustained:.0f} req/s")
+    if failed:
+        say(
+            f"    first failing step {failed['rate']} req/s: p99 {failed['p99']:.1f} ms, "
+            f"achieved {failed['achieved']:.0f}, errors {sum(failed['errors'].values())}"
+        )
+    say(
+        f"    API saturation (closed loop, {args.concurrency} connections): {saturation:.0f} "
+        f"req/s, p99 {m['saturation']['p99']:.1f} ms"
+    )
+    say(
+        f"    bare SQL (auth + list + tags): {bare_all['rate']:.0f} req/s; list query only: "
+        f"{bare_list['rate']:.0f} q/s"
+    )
+    say(
+        f"    ratio API/bare: {ratio:.2f}   {check(ratio >= RATIO_TARGET)} (>= {RATIO_TARGET:g}); "
+        f"max sustained/bare {sustained / bare_all['rate']:.2f}; "
+        f"API/list-only {saturation / bare_list['rate']:.2f}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -1511,6 +1639,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--follow", type=float, default=0.3, help="share of cursor requests")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--plans", action="store_true", help="print every plan in full")
+    parser.add_argument(
+        "--query-timeout",
+        type=float,
+        default=20,
+        help="a list query slower than this (s) is reported and left out of the load",
+    )
+    parser.add_argument(
+        "--full-mix-only",
+        dest="without_q",
+        action="store_false",
+        help="skip the second measurement without the full-text search requests",
+    )
     parser.add_argument("--load-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.load_worker:

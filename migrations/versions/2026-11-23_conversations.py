@@ -167,6 +167,18 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'snoozed'"),
     )
     op.create_index(
+        "ix_conversations_status_waiting",
+        "conversations",
+        ["status", sa.literal_column("coalesce(waiting_since, 'infinity')"), "id"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_conversations_status_priority",
+        "conversations",
+        ["status", "priority_rank", sa.literal_column("coalesce(waiting_since, 'infinity')"), "id"],
+        unique=False,
+    )
+    op.create_index(
         "ix_conversations_waiting",
         "conversations",
         ["inbox_id", sa.literal_column("coalesce(waiting_since, 'infinity')"), "id"],
@@ -198,6 +210,8 @@ def downgrade() -> None:
     op.drop_index("ix_messages_search", table_name="messages", postgresql_using="gin")
     op.drop_column("messages", "search_vector")
     op.drop_index("ix_conversations_waiting", table_name="conversations")
+    op.drop_index("ix_conversations_status_priority", table_name="conversations")
+    op.drop_index("ix_conversations_status_waiting", table_name="conversations")
     op.drop_index(
         "ix_conversations_snoozed_until",
         table_name="conversations",

@@ -54,7 +54,11 @@ def create_app(
         if sessionmaker is not None:
             yield
             return
-        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            statement_timeout_ms=settings.api_statement_timeout_ms,
+        )
         app.state.sessionmaker = create_sessionmaker(engine)
         try:
             yield

@@ -50,6 +50,20 @@ class Conversation(TimestampMixin, Base):
             text("coalesce(waiting_since, 'infinity')"),
             "id",
         ),
+        # The same sorts across inboxes (admins, agents of several inboxes), by status.
+        Index(
+            "ix_conversations_status_waiting",
+            "status",
+            text("coalesce(waiting_since, 'infinity')"),
+            "id",
+        ),
+        Index(
+            "ix_conversations_status_priority",
+            "status",
+            "priority_rank",
+            text("coalesce(waiting_since, 'infinity')"),
+            "id",
+        ),
         # The snooze alarm clock: only snoozed rows, ordered by when they wake.
         Index(
             "ix_conversations_snoozed_until",

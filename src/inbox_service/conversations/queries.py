@@ -15,11 +15,9 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
-    and_,
     exists,
     func,
     literal_column,
-    or_,
     select,
     tuple_,
 )
@@ -117,22 +115,15 @@ def _filtered(caller: Caller, filters: Filters) -> Select[Conversation, Contact]
             .where(func.lower(Tag.name) == filters.tag.lower())
         )
     if filters.q:
+        # Uncorrelated, so PostgreSQL runs it once (through the GIN index) and hashes the
+        # ids, instead of once per conversation; each message's vector has its subject too.
         query = func.websearch_to_tsquery(literal_column("'simple'::regconfig"), filters.q)
-        stmt = stmt.where(
-            or_(
-                Conversation.id.in_(
-                    select(Message.conversation_id).where(
-                        Message.inbox_id == Conversation.inbox_id,
-                        Message.search_vector.bool_op("@@")(query),
-                    )
-                ),
-                and_(
-                    func.to_tsvector(
-                        literal_column("'simple'::regconfig"), Conversation.subject
-                    ).bool_op("@@")(query)
-                ),
-            )
+        matching = select(Message.conversation_id).where(
+            Message.search_vector.bool_op("@@")(query), caller.scope(Message.inbox_id)
         )
+        if filters.inbox_id:
+            matching = matching.where(Message.inbox_id == filters.inbox_id)
+        stmt = stmt.where(Conversation.id.in_(matching))
     return stmt
 
 

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the PostgreSQL database (asyncpg driver).",
     )
     db_pool_size: int = Field(default=10, ge=1, description="Connections per process.")
+    api_statement_timeout_ms: int = Field(
+        default=30_000, ge=0, description="Longest SQL statement an API request may run (0: none)."
+    )
     inbox_secret_key: SecretStr | None = Field(
         default=None,
         description="Fernet key that encrypts stored credentials (IMAP/SMTP passwords, "

@@ -40,14 +40,20 @@ class TimestampMixin:
     updated_at: Mapped[datetime] = mapped_column()
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, statement_timeout_ms: int | None = None
+) -> AsyncEngine:
+    # Every timestamp is UTC; the session time zone keeps date_trunc & co honest.
+    server_settings = {"timezone": "UTC", "application_name": "inbox-service"}
+    if statement_timeout_ms:
+        # A runaway query must not hold a pooled connection long after its client left.
+        server_settings["statement_timeout"] = str(statement_timeout_ms)
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        # Every timestamp is UTC; the session time zone keeps date_trunc & co honest.
-        connect_args={"server_settings": {"timezone": "UTC", "application_name": "inbox-service"}},
+        connect_args={"server_settings": server_settings},
     )
 
 

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from inbox_service.core.auth import Caller, bearer_token, hash_secret, parse_api_key
 from inbox_service.core.clock import Clock
-from inbox_service.core.db import SessionMaker, transaction
 from inbox_service.core.errors import Unauthorized
 from inbox_service.inboxes.models import InboxMember
 from inbox_service.users.models import ApiKey, User
@@ -20,19 +19,19 @@ from inbox_service.users.models import ApiKey, User
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-async def _touch(request: Request, key_id: str, now: datetime) -> None:
-    """Record use in a transaction of its own: it survives a failing request, and no row
-    lock is held for the length of the request (a long SSE stream, say)."""
-    sessionmaker: SessionMaker = request.app.state.sessionmaker
-    async with transaction(sessionmaker) as session:
-        await session.execute(
-            update(ApiKey)
-            .where(ApiKey.id == key_id)
-            .where(
-                (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < now - LAST_USED_RESOLUTION)
-            )
-            .values(last_used_at=now)
-        )
+async def _touch(session: AsyncSession, key_id: str, now: datetime) -> None:
+    """Record use, in the request's own transaction and without ever waiting: a key row
+    locked by another request (a long SSE stream, say) is skipped, since that request is
+    recording the use already. (A second connection here could exhaust the pool: every
+    request would hold one and wait for another.)"""
+    stale = (
+        select(ApiKey.id)
+        .where(ApiKey.id == key_id)
+        .where((ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < now - LAST_USED_RESOLUTION))
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    await session.execute(update(ApiKey).where(ApiKey.id == stale).values(last_used_at=now))
 
 
 async def authenticate(session: AsyncSession, request: Request) -> Caller:
@@ -65,7 +64,7 @@ async def authenticate(session: AsyncSession, request: Request) -> Caller:
     if key.expires_at is not None and key.expires_at <= now:
         raise Unauthorized("this API key has expired")
     if key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION:
-        await _touch(request, key.id, now)
+        await _touch(session, key.id, now)
     return Caller(
         user_id=key.user_id,
         role="admin" if role == "admin" else "agent",

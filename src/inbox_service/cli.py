@@ -34,6 +34,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         factory=True,
         host=args.host,
         port=args.port,
+        # One process serves about one core; more use more cores (the API is stateless).
+        workers=args.workers,
         proxy_headers=True,
         log_level=settings.log_level.lower(),
     )
@@ -151,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="API processes (e.g. one per core; default 1)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = commands.add_parser("worker", help="run background work; any number may run")

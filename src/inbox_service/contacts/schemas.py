@@ -5,6 +5,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
+from inbox_service.core.pagination import Page
+
 
 class ContactOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -16,9 +18,8 @@ class ContactOut(BaseModel):
     version: int
 
 
-class ContactPage(BaseModel):
-    items: list[ContactOut]
-    next_cursor: str | None
+class ContactPage(Page[ContactOut]):
+    """A page of contacts."""
 
 
 class ContactPatch(BaseModel):

@@ -5,6 +5,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from inbox_service.core.pagination import Page
+
 
 class AddressOut(BaseModel):
     name: str | None
@@ -94,9 +96,8 @@ class ConversationOut(BaseModel):
     version: int
 
 
-class ConversationPage(BaseModel):
-    items: list[ConversationOut]
-    next_cursor: str | None
+class ConversationPage(Page[ConversationOut]):
+    """A page of conversations."""
 
 
 class ConversationPatch(BaseModel):
@@ -124,9 +125,8 @@ class MessageSummaryOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
-class MessagePage(BaseModel):
-    items: list[MessageSummaryOut]
-    next_cursor: str | None
+class MessagePage(Page[MessageSummaryOut]):
+    """A page of a conversation's messages, oldest first."""
 
 
 class TimelineEntry(BaseModel):
@@ -140,9 +140,8 @@ class TimelineEntry(BaseModel):
     data: dict[str, object]
 
 
-class TimelinePage(BaseModel):
-    items: list[TimelineEntry]
-    next_cursor: str | None
+class TimelinePage(Page[TimelineEntry]):
+    """A page of timeline entries."""
 
 
 TagName = Annotated[
@@ -167,9 +166,8 @@ class TagOut(BaseModel):
     created_at: datetime
 
 
-class TagPage(BaseModel):
-    items: list[TagOut]
-    next_cursor: str | None
+class TagPage(Page[TagOut]):
+    """A page of tags."""
 
 
 class NoteIn(BaseModel):

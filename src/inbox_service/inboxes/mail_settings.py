@@ -24,6 +24,11 @@ Folder = Annotated[
 ]
 
 
+def default_port(security: str) -> int:
+    """IMAP's port: 993 for implicit TLS, 143 otherwise (plain or STARTTLS)."""
+    return 993 if security == "ssl" else 143
+
+
 class ImapSettingsIn(StrictIn):
     """Where the inbox's mail comes from. `secret` is the password, or the OAuth2 access
     token when `auth` is `xoauth2` (Gmail, Microsoft 365); it is write-only."""
@@ -67,7 +72,7 @@ def imap_settings_out(inbox: Inbox) -> ImapSettingsOut | None:
     security = inbox.imap_security if inbox.imap_security in ("ssl", "starttls") else "none"
     return ImapSettingsOut(
         host=inbox.imap_host,
-        port=inbox.imap_port or (993 if security == "ssl" else 143),
+        port=inbox.imap_port or default_port(security),
         security=security,
         username=inbox.imap_username or "",
         auth="xoauth2" if inbox.imap_auth == "xoauth2" else "password",
@@ -82,8 +87,8 @@ def may_reuse_secret(inbox: Inbox, settings: ImapSettingsIn) -> bool:
     """The stored secret goes only where it went before: same server, security, user and
     kind of secret. Anything else needs the secret again, so a caller who can edit the
     settings cannot send the stored password to a server of their choosing."""
-    port = settings.port or (993 if settings.security == "ssl" else 143)
-    stored_port = inbox.imap_port or (993 if inbox.imap_security == "ssl" else 143)
+    port = settings.port or default_port(settings.security)
+    stored_port = inbox.imap_port or default_port(inbox.imap_security)
     return inbox.imap_secret_encrypted is not None and (
         inbox.imap_host,
         stored_port,

@@ -12,7 +12,7 @@ from inbox_service.conversations.models import Message
 from inbox_service.core.crypto import CredentialCipher
 from inbox_service.core.errors import Conflict
 from inbox_service.core.pagination import PageParams, keyset_page
-from inbox_service.inboxes.mail_settings import ImapSettingsIn, may_reuse_secret
+from inbox_service.inboxes.mail_settings import ImapSettingsIn, default_port, may_reuse_secret
 from inbox_service.inboxes.models import Inbox
 from inbox_service.ingest import imap, status
 from inbox_service.ingest.schemas import (
@@ -89,7 +89,7 @@ async def test_connection(
                 secret = stored.password or stored.oauth2_token
             settings = imap.ImapSettings(
                 host=candidate.host,
-                port=candidate.port or (993 if candidate.security == "ssl" else 143),
+                port=candidate.port or default_port(candidate.security),
                 security=candidate.security,
                 username=candidate.username,
                 password=secret if candidate.auth == "password" else None,

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from inbox_service.alerts.service import raise_alert
 from inbox_service.core.crypto import CredentialCipher
 from inbox_service.core.events import EventType, emit
+from inbox_service.inboxes.mail_settings import default_port
 from inbox_service.inboxes.models import Inbox, InboxMember
 from inbox_service.ingest.imap import ImapError, ImapSettings
 from inbox_service.ingest.models import FolderSyncState, InboxSyncState
@@ -45,7 +46,7 @@ def imap_settings_of(
             raise ImapError("auth", str(exc)) from exc
     return ImapSettings(
         host=inbox.imap_host or "",
-        port=inbox.imap_port or (993 if inbox.imap_security == "ssl" else 143),
+        port=inbox.imap_port or default_port(inbox.imap_security),
         security="ssl"
         if inbox.imap_security == "ssl"
         else ("starttls" if inbox.imap_security == "starttls" else "none"),

@@ -130,6 +130,16 @@ class ConcurrentIngest(Exception):
     """Another writer stored some of these messages first; the batch must be redone."""
 
 
+async def stored_ids(session: AsyncSession, inbox_id: str, keys: Iterable[str]) -> dict[str, str]:
+    """Dedupe key -> message id, for the keys this inbox already has."""
+    rows = await session.execute(
+        select(Message.dedupe_key, Message.id).where(
+            Message.inbox_id == inbox_id, Message.dedupe_key.in_(set(keys))
+        )
+    )
+    return dict(rows.all())
+
+
 async def store_batch(
     session: AsyncSession, inbox: InboxContext, items: Sequence[Incoming], *, now: datetime
 ) -> StoreResult:
@@ -143,12 +153,7 @@ async def store_batch(
     if not items:
         return result
     keys = [dedupe_key_of(item) for item in items]
-    rows = await session.execute(
-        select(Message.dedupe_key, Message.id).where(
-            Message.inbox_id == inbox.inbox_id, Message.dedupe_key.in_(set(keys))
-        )
-    )
-    known: dict[str, str] = dict(rows.all())
+    known = await stored_ids(session, inbox.inbox_id, keys)
     batch = _Batch(session, inbox, now)
     await batch.prefetch([item for item, key in zip(items, keys, strict=True) if key not in known])
     for item, key in zip(items, keys, strict=True):

@@ -26,17 +26,23 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inbox_service.conversations.models import Message, MessageLocation
+from inbox_service.conversations.models import MessageLocation
 from inbox_service.core.clock import Clock
 from inbox_service.core.db import SessionMaker, transaction
 from inbox_service.ingest.imap import FetchedMessage, FolderState, ImapSession
 from inbox_service.ingest.mime import ParsedMessage, normalize_message_id, parse_message
 from inbox_service.ingest.models import FolderSyncState
-from inbox_service.ingest.store import InboxContext, Incoming, StoreResult, store_batch
+from inbox_service.ingest.store import (
+    InboxContext,
+    Incoming,
+    StoreResult,
+    store_batch,
+    stored_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +186,7 @@ class FolderSync:
         if not normalized:
             return {}
         async with transaction(self.sessionmaker) as session:
-            rows = await session.execute(
-                select(Message.dedupe_key, Message.id).where(
-                    Message.inbox_id == self.inbox.inbox_id,
-                    Message.dedupe_key.in_(set(normalized.values())),
-                )
-            )
-            known: dict[str, str] = dict(rows.all())
+            known = await stored_ids(session, self.inbox.inbox_id, normalized.values())
         return {uid: known[mid] for uid, mid in normalized.items() if mid in known}
 
     async def _commit_batch(

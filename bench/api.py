@@ -57,6 +57,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from inbox_service.core.db import plain_dsn
+
 ROOT = Path(__file__).resolve().parents[1]
 P99_TARGET_MS = 50.0
 RATIO_TARGET = 0.5
@@ -72,10 +74,6 @@ BIG_TABLES = {"conversations", "messages", "conversation_tags", "contacts"}
 def say(line: str = "") -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def plain_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
 class Stopped(BaseException):

@@ -62,6 +62,8 @@ from typing import Any
 import aioimaplib
 import asyncpg
 
+from inbox_service.core.db import plain_dsn
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "bench"
 HELPDESK_ANCHOR = 22.0  # django-helpdesk 2.6.1 get_email, msg/s (../shared/bench/README.md)
@@ -77,10 +79,6 @@ POLL_SECONDS = 0.2
 def say(line: str = "") -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def plain_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
 class Stopped(BaseException):

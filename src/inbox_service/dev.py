@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from inbox_service.core.clock import SystemClock
 from inbox_service.core.config import Settings
 from inbox_service.core.crypto import CredentialCipher, cipher_from, generate_key
-from inbox_service.core.db import create_engine, create_sessionmaker, transaction
+from inbox_service.core.db import create_engine, create_sessionmaker, plain_dsn, transaction
 from inbox_service.core.migrations import upgrade
 from inbox_service.embedded_pg import EmbeddedPostgres, PostgresNotFound
 from inbox_service.inboxes.mail_settings import ImapSettingsIn
@@ -50,7 +50,7 @@ def _secret_key(data_dir: Path) -> str:
 
 
 async def _ensure_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(server_url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(plain_dsn(server_url))
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:

@@ -12,15 +12,11 @@ from pathlib import Path
 
 import asyncpg
 
+from inbox_service.core.db import plain_dsn
 from inbox_service.core.migrations import upgrade
 from inbox_service.embedded_pg import EmbeddedPostgres
 
 TEMPLATE = "inbox_template"
-
-
-def plain_dsn(url: str) -> str:
-    """The SQLAlchemy URL as a DSN asyncpg understands."""
-    return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
 class TestCluster:

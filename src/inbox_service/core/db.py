@@ -40,6 +40,11 @@ class TimestampMixin:
     updated_at: Mapped[datetime] = mapped_column()
 
 
+def plain_dsn(url: str) -> str:
+    """The SQLAlchemy URL as a DSN asyncpg itself accepts (for raw connections)."""
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
 def create_engine(
     url: str, *, pool_size: int = 10, statement_timeout_ms: int | None = None
 ) -> AsyncEngine:

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from inbox_service.core.clock import Clock
 from inbox_service.core.crypto import CredentialCipher
-from inbox_service.core.db import SessionMaker, transaction
+from inbox_service.core.db import SessionMaker, plain_dsn, transaction
 from inbox_service.ingest import status
 from inbox_service.ingest.imap import ImapError, ImapSession
 from inbox_service.ingest.store import ConcurrentIngest
@@ -80,7 +80,7 @@ class MailSupervisor:
         executor: Executor | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
-        self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
+        self.dsn = plain_dsn(dsn)
         self.clock = clock
         self.cipher = cipher
         self.worker_id = worker_id

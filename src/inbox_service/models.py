@@ -21,6 +21,12 @@ from inbox_service.core.ratelimit import RateLimitBucket
 from inbox_service.inboxes.models import Inbox, InboxMember
 from inbox_service.ingest.models import FolderSyncState, InboxSyncState
 from inbox_service.users.models import ApiKey, User
+from inbox_service.webhooks.models import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookDispatchCursor,
+    WebhookEndpoint,
+)
 
 __all__ = [
     "Activity",
@@ -45,4 +51,8 @@ __all__ = [
     "RateLimitBucket",
     "Tag",
     "User",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookDispatchCursor",
+    "WebhookEndpoint",
 ]

@@ -1,0 +1,1 @@
+"""Webhooks: endpoints, deliveries, attempts and the fan-out cursor."""

@@ -1,7 +1,7 @@
 """API benchmark: `GET /v1/conversations` under load, against the same SQL run bare.
 
     uv run python bench/api.py [--conversations 100000] [--messages 1000000] [--rate 200]
-                               [--seconds 30]
+                               [--seconds 30] [--api-workers 1]
 
 Everything runs on 127.0.0.1 in a temp dir, and is stopped and removed at the end (also on
 Ctrl-C or an error):
@@ -16,7 +16,7 @@ Ctrl-C or an error):
 2. the mix: realistic list requests (filters, sorts, agent and admin), and the SQL each
    runs, captured by calling the service's own code (authenticate, list_conversations,
    tags_of) on a SQLAlchemy engine with a `before_cursor_execute` hook;
-3. the API as deployed: `python -m inbox_service serve` (DB_POOL_SIZE=20,
+3. the API as deployed: `python -m inbox_service serve --workers N` (DB_POOL_SIZE=20,
    RATE_LIMIT_PER_MINUTE=0, LOG_LEVEL=WARNING), driven by a second process (this file with
    `--load-worker`: httpx, open loop, latency counted from the scheduled send time): a
    warm-up, the main run at `--rate` for `--seconds`, a step test that raises the rate
@@ -951,12 +951,12 @@ async def capture_sql(url: str, keys: dict[str, Any], mix: list[Scenario], limit
                         )
                         scenario.statements[f"page{page}"] = list(captured)
                         captured.clear()
-                        await queries.tags_of(session, [c.id for c, _ in rows])
+                        await queries.tags_of(session, [row.id for row in rows])
                         scenario.statements[f"tags{page}"] = list(captured)
                 except DBAPIError as exc:
                     if "statement timeout" not in str(exc):
                         raise
-                    scenario.statements[f"page{page}"] = list(captured[:1])
+                    scenario.statements[f"page{page}"] = list(captured[-1:])  # the slow one
                     scenario.too_slow = True
                     break
                 if next_cursor is None:
@@ -983,10 +983,11 @@ def server_env(url: str) -> dict[str, str]:
     }
 
 
-def start_server(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(url: str, port: int, log: Path, workers: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "inbox_service", "serve", "--port", str(port)]
     with log.open("wb") as out:
         return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "inbox_service", "serve", "--port", str(port)],
+            [*command, "--workers", str(workers)],
             cwd=ROOT,
             env=server_env(url),
             stdin=subprocess.DEVNULL,
@@ -1111,9 +1112,9 @@ class LoadWorker:
         return self.summary(phase, elapsed, cpu, lags, ticks0, ticks, hz)
 
     def _ticks(self, watch: list[int]) -> dict[int, int]:
-        """CPU ticks of the API process (key 0) and of each postgres process (their pids):
-        `watch` is [API pid, postmaster pid]."""
-        ticks = {0: cpu_ticks(watch[:1])}
+        """CPU ticks of the API processes (key 0: uvicorn and its workers, if any) and of
+        each postgres process (their pids): `watch` is [API pid, postmaster pid]."""
+        ticks = {0: cpu_ticks([*watch[:1], *descendants(watch[0])])}
         for pid in [watch[1], *descendants(watch[1])] if len(watch) > 1 else []:
             ticks[pid] = cpu_ticks([pid])
         return ticks
@@ -1434,6 +1435,8 @@ async def explain_all(url: str, mix: list[Scenario], show_plans: bool, limit_s: 
                 if page not in s.statements:
                     continue
                 for sql, params in s.statements[page]:
+                    if sql.startswith("EXPLAIN"):  # the search's estimate: planning only
+                        continue
                     label = f"{s.name} [{'first page' if page == 'page1' else 'cursor page'}]"
                     try:
                         raw = await conn.fetchval(
@@ -1553,10 +1556,13 @@ async def measure(
     number: int,
 ) -> dict[str, Any]:
     """One mix: the API under load from the load process, then the same SQL bare."""
-    say("  (uvicorn, DB_POOL_SIZE=20), load from a separate process; latencies in ms")
+    say(
+        f"  (uvicorn, {args.api_workers} process(es), DB_POOL_SIZE=20 each), load from a "
+        "separate process; latencies in ms"
+    )
     port = free_port()
     log = tmp / f"api-{number}.log"
-    holder["server"] = server = start_server(url, port, log)
+    holder["server"] = server = start_server(url, port, log, args.api_workers)
     try:
         base = f"http://127.0.0.1:{port}"
         await wait_ready(base, server, log)
@@ -1633,6 +1639,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--step-seconds", type=float, default=10, help="length of each step")
     parser.add_argument("--max-rate", type=int, default=2000, help="the step test stops here")
     parser.add_argument("--concurrency", type=int, default=8, help="saturation and bare")
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="API processes (`serve --workers`)"
+    )
     parser.add_argument("--bare-seconds", type=float, default=10)
     parser.add_argument("--follow", type=float, default=0.3, help="share of cursor requests")
     parser.add_argument("--seed", type=int, default=42)

@@ -14,7 +14,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from inbox_service.conversations import queries
 from inbox_service.conversations.models import Conversation, ConversationTag, Message, Tag
+from inbox_service.conversations.schemas import ConversationPage
 from inbox_service.core.db import SessionMaker, transaction
 from inbox_service.core.ids import new_id
 from inbox_service.ingest.mime import parse_message
@@ -312,6 +314,48 @@ class TestListFilters:
         assert row["waiting_since"] is None
         assert datetime.fromisoformat(row["last_message_at"]) == NOW - timedelta(hours=4)
 
+    async def test_rows_are_the_conversations_as_get_shows_them(
+        self, client: httpx.AsyncClient, team: Team, world: World, db: SessionMaker
+    ) -> None:
+        # The list renders its JSON from plain columns; a field out of place would show
+        # here, so every timestamp and count of c1 differs from the others.
+        async with transaction(db) as session:
+            c1 = await session.get_one(Conversation, world.ids["c1"])
+            c1.snoozed_until = NOW + timedelta(hours=7)
+            c1.created_at = NOW - timedelta(hours=30)
+            c1.updated_at = NOW - timedelta(hours=20)
+            c1.message_count = 5
+            c1.version = 9
+
+        response = await client.get("/v1/conversations", headers=team.admin_headers)
+
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        items = response.json()["items"]
+        assert len(items) == len(SPEC)
+        for item in items:
+            one = await client.get(f"/v1/conversations/{item['id']}", headers=team.admin_headers)
+            assert item == one.json()
+        # Byte for byte what the declared response model would have written.
+        page = ConversationPage.model_validate_json(response.content)
+        assert page.model_dump_json().encode() == response.content
+
+    async def test_contact_conversations_are_the_same_rows(
+        self, client: httpx.AsyncClient, team: Team, world: World
+    ) -> None:
+        contact = world.contacts["ana"]
+
+        by_contact = await client.get(
+            f"/v1/contacts/{contact}/conversations", headers=team.admin_headers
+        )
+        filtered = await client.get(
+            "/v1/conversations", params={"contact_id": contact}, headers=team.admin_headers
+        )
+
+        assert by_contact.status_code == 200, by_contact.text
+        assert by_contact.json() == filtered.json()
+        assert world.names(by_contact.json()["items"]) == ["c6", "c1", "c3"]
+
 
 def _by_id(world: World, *names: str) -> list[str]:
     """`names` in the order of their ids (the tie-breaker of every sort)."""
@@ -546,6 +590,13 @@ async def searchable(db: SessionMaker, team: Team) -> dict[str, str]:
 
 
 class TestListSearch:
+    @pytest.fixture(autouse=True, params=["matches_first", "walk"])
+    def strategy(self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Both ways of searching find the same (so few test messages are read first
+        unless the bound says that every search is a common word)."""
+        if request.param == "walk":
+            monkeypatch.setattr(queries, "SEARCH_WALK_MIN_MATCHES", 0)
+
     async def _q(self, client: httpx.AsyncClient, headers: dict[str, str], q: str) -> set[str]:
         response = await client.get("/v1/conversations", params={"q": q}, headers=headers)
         assert response.status_code == 200, response.text

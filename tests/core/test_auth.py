@@ -8,13 +8,16 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
+from inbox_service.app import create_app
 from inbox_service.core.auth import new_api_key, parse_api_key
 from inbox_service.core.clock import FixedClock
+from inbox_service.core.config import Settings
 from inbox_service.core.db import SessionMaker, transaction
 from inbox_service.users.models import ApiKey, User
-from tests.conftest import Team
+from tests.conftest import CommittedDb, Team
+from tests.support.factories import make_key, make_user
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -529,3 +532,109 @@ class TestProblemDetails:
         assert ["body", "email"] in locs
         assert ["body", "name"] in locs
         assert all(error["msg"] for error in body["errors"])
+
+
+async def _elsewhere(db: SessionMaker, sql: str, **params: Any) -> None:
+    """A change in raw SQL: what another API process (or psql) does, unseen by this one."""
+    async with transaction(db) as s:
+        await s.execute(text(sql), params)
+
+
+class TestCallerCache:
+    """A key's check is reused for `auth_cache_seconds`: changes made in this process end it
+    at once (the tests above), changes made elsewhere within that bound."""
+
+    async def test_key_revoked_elsewhere_is_401_within_the_bound(
+        self,
+        client: httpx.AsyncClient,
+        team: Team,
+        db: SessionMaker,
+        clock: FixedClock,
+        settings: Settings,
+    ) -> None:
+        key = await own_key(client, team.agent_headers)  # checked, and kept
+        await _elsewhere(
+            db,
+            "UPDATE api_keys SET revoked_at = :now WHERE id = :id",
+            now=clock.now(),
+            id=key["id"],
+        )
+
+        assert (await client.get("/v1/me", headers=team.agent_headers)).status_code == 200
+        clock.advance(seconds=settings.auth_cache_seconds)
+        assert_unauthorized(await client.get("/v1/me", headers=team.agent_headers))
+
+    async def test_membership_added_elsewhere_is_seen_within_the_bound(
+        self,
+        client: httpx.AsyncClient,
+        team: Team,
+        db: SessionMaker,
+        clock: FixedClock,
+        settings: Settings,
+    ) -> None:
+        assert await key_ids(client, team.agent_headers)  # checked, and kept
+        await _elsewhere(
+            db,
+            "INSERT INTO inbox_members (inbox_id, user_id, created_at) VALUES (:i, :u, :now)",
+            i=team.inbox_b,
+            u=team.agent_id,
+            now=clock.now(),
+        )
+
+        async def visible() -> set[str]:
+            response = await client.get("/v1/inboxes", headers=team.agent_headers)
+            return {item["id"] for item in response.json()["items"]}
+
+        assert await visible() == {team.inbox_a}
+        clock.advance(seconds=settings.auth_cache_seconds)
+        assert await visible() == {team.inbox_a, team.inbox_b}
+
+    async def test_zero_checks_every_request(
+        self, team: Team, db: SessionMaker, clock: FixedClock, settings: Settings
+    ) -> None:
+        app = create_app(
+            settings.model_copy(update={"auth_cache_seconds": 0}), sessionmaker=db, clock=clock
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            key = await own_key(client, team.agent_headers)
+            await _elsewhere(
+                db,
+                "UPDATE api_keys SET revoked_at = :now WHERE id = :id",
+                now=clock.now(),
+                id=key["id"],
+            )
+
+            assert_unauthorized(await client.get("/v1/me", headers=team.agent_headers))
+
+    async def test_wrong_secret_of_a_kept_key_is_401(
+        self, client: httpx.AsyncClient, team: Team
+    ) -> None:
+        assert (await client.get("/v1/me", headers=team.agent_headers)).status_code == 200
+
+        forged = with_wrong_secret(token_of(team.agent_headers))
+
+        assert_unauthorized(await client.get("/v1/me", headers=bearer(forged)))
+
+    async def test_check_read_before_a_revocation_commits_is_not_kept(
+        self, committed_db: CommittedDb, clock: FixedClock, settings: Settings
+    ) -> None:
+        # Real transactions: the request reads the key while the revoking one is flushed
+        # but not committed yet (so it still sees a valid key), and the commit must void
+        # what it kept.
+        async with transaction(committed_db.sessionmaker) as s:
+            user = await make_user(s)
+            headers = bearer(await make_key(s, user))
+        app = create_app(settings, sessionmaker=committed_db.sessionmaker, clock=clock)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/v1/me", headers=headers)).status_code == 200
+            async with committed_db.sessionmaker() as revoking:
+                key = await revoking.scalar(select(ApiKey).where(ApiKey.user_id == user.id))
+                assert key is not None
+                key.revoked_at = clock.now()
+                await revoking.flush()
+                assert (await client.get("/v1/me", headers=headers)).status_code == 200
+                await revoking.commit()
+
+            assert_unauthorized(await client.get("/v1/me", headers=headers))

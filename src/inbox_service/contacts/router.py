@@ -66,11 +66,10 @@ async def list_contact_conversations(
     caller: CurrentCaller,
     page: PageParamsDep,
     sort: Sort = "newest",
-) -> ConversationPage:
+) -> Response:
     """The contact's conversations in your inboxes."""
     contact = await service.get_visible(session, caller, contact_id)
     filters = queries.Filters(contact_id=contact.id)
     rows, next_cursor = await queries.list_conversations(session, caller, filters, sort, page)
-    return ConversationPage(
-        items=await conversations_service.conversations_out(session, rows), next_cursor=next_cursor
-    )
+    body = await conversations_service.conversation_page_json(session, rows, next_cursor)
+    return Response(body, media_type="application/json")

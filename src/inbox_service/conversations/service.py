@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from pydantic_core import to_json
 from sqlalchemy import DateTime, String, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -143,6 +144,67 @@ async def conversations_out(
         )
         for c, ct in rows
     ]
+
+
+async def conversation_page_json(
+    session: AsyncSession, rows: Sequence[queries.ListRow], next_cursor: str | None
+) -> bytes:
+    """A `ConversationPage` as JSON, built from `queries.list_conversations` rows.
+
+    The same bytes as the page model would serialize to (its fields, in its order; pydantic
+    writes the datetimes), without building and validating 50 models per request: the
+    values come from typed columns. Tests compare each item with `conversation_out`.
+    """
+    tags = await queries.tags_of(session, [row[0] for row in rows])
+    items = []
+    # Unpacked in the order list_conversations gives: reading a Row's fields by name costs
+    # more than building the whole page.
+    for (
+        id_,
+        inbox_id,
+        subject,
+        status,
+        priority,
+        assignee_id,
+        contact_id,
+        contact_email,
+        contact_name,
+        snippet,
+        message_count,
+        last_message_at,
+        waiting_since,
+        snoozed_until,
+        merged_into_id,
+        created_at,
+        updated_at,
+        version,
+        _priority_rank,
+    ) in rows:
+        contact = None
+        if contact_id is not None:
+            contact = {"id": contact_id, "email": contact_email, "name": contact_name}
+        items.append(
+            {
+                "id": id_,
+                "inbox_id": inbox_id,
+                "subject": subject,
+                "status": status,
+                "priority": priority,
+                "assignee_id": assignee_id,
+                "contact": contact,
+                "snippet": snippet,
+                "message_count": message_count,
+                "tags": tags.get(id_, []),
+                "last_message_at": last_message_at,
+                "waiting_since": waiting_since,
+                "snoozed_until": snoozed_until,
+                "merged_into_id": merged_into_id,
+                "created_at": created_at,
+                "updated_at": updated_at,
+                "version": version,
+            }
+        )
+    return to_json({"items": items, "next_cursor": next_cursor})
 
 
 async def conversation_out(session: AsyncSession, conversation: Conversation) -> ConversationOut:

@@ -56,6 +56,39 @@ class Settings(BaseSettings):
     imap_rescan_seconds: float = Field(
         default=5.0, gt=0, description="How often a worker looks for inboxes to take over."
     )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhooks reach private, loopback and link-local addresses (tests, "
+        "on-premises receivers). Off: such URLs are refused at creation and at every attempt.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="Longest one webhook delivery attempt may take."
+    )
+    webhook_concurrency: int = Field(
+        default=64, ge=1, le=1000, description="Webhook deliveries in flight per worker."
+    )
+    sse_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a live stream re-reads the event log without a notification.",
+    )
+    sse_keepalive_seconds: float = Field(
+        default=15.0, gt=0, description="Idle time after which a live stream sends a comment."
+    )
+    sse_auth_recheck_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often a live stream re-checks its key (revoked, expired, user deleted).",
+    )
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="How long an API process reuses a key's check (user, role, inboxes). A "
+        "revoked key, a deleted user or a membership change made through another process "
+        "takes effect within this time (at once in the process that made it); 0: check "
+        "every request.",
+    )
     log_level: str = Field(default="INFO", description="Python logging level.")
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated browser origins allowed by CORS."

@@ -6,11 +6,13 @@ Services never commit; the caller owns the unit of work. A request or a job open
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import DateTime, MetaData, event, exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -28,6 +30,15 @@ NAMING_CONVENTION = {
 }
 
 SessionMaker = async_sessionmaker[AsyncSession]
+
+# A pooled connection that was back in the pool for less than this is handed out without a
+# ping: it just worked. (`pool_pre_ping` pings on every checkout, and with asyncpg a ping is
+# three round trips, BEGIN, a query and ROLLBACK: more than a small request's own queries.)
+# One idle for longer, which a server restart or a firewall may have cut meanwhile, is
+# pinged, and the pool is renewed when it is dead. The price: after a restart, a request
+# on a connection used within this last second fails once (and that invalidates the pool).
+PING_AFTER_IDLE_SECONDS = 1.0
+_IDLE_SINCE = "inbox_idle_since"
 
 
 class Base(DeclarativeBase):
@@ -53,13 +64,39 @@ def create_engine(
     if statement_timeout_ms:
         # A runaway query must not hold a pooled connection long after its client left.
         server_settings["statement_timeout"] = str(statement_timeout_ms)
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # Last in, first out: at a modest rate the same few connections serve every
+        # request (never idle, never pinged) and the others stay idle.
+        pool_use_lifo=True,
         connect_args={"server_settings": server_settings},
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """`pool_pre_ping` for connections idle more than PING_AFTER_IDLE_SECONDS only."""
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get(_IDLE_SINCE)  # None: a new connection
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                # As pool_pre_ping: the pool replaces this one and renews the older ones.
+                raise exc.InvalidatePoolError() from error
+            raise
 
 
 def create_sessionmaker(bind: AsyncEngine) -> SessionMaker:

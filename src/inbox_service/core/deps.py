@@ -30,12 +30,13 @@ async def _caller(request: Request, session: Session) -> Caller:
     return await authenticate(session, request)
 
 
-def _clock(request: Request) -> Clock:
+# The plain dependencies are `async def`: FastAPI runs a `def` one in a worker thread.
+async def _clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

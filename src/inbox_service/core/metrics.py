@@ -19,13 +19,14 @@ LATENCY = Histogram(
 )
 
 
-def _route_of(app: ASGIApp, scope: Scope) -> str:
-    # Label by route template, not raw path, so ids don't explode the label space.
-    for route in getattr(app, "routes", []):
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "unmatched"))
-    return "unmatched"
+def _route_of(scope: Scope) -> str:
+    # Label by route template, not raw path, so ids don't explode the label space. The
+    # router leaves the route it chose in the scope (matching again would cost as much as
+    # routing; and the app's routes are included routers now, which have no path).
+    route = scope.get("route")
+    if route is None or route.matches(scope)[0] != Match.FULL:
+        return "unmatched"
+    return str(getattr(route, "path", "unmatched"))
 
 
 class MetricsMiddleware:
@@ -48,6 +49,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, record)
         finally:
-            route = _route_of(scope["app"], scope) if "app" in scope else "unmatched"
+            route = _route_of(scope)
             REQUESTS.labels(scope["method"], route, str(status)).inc()
             LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)

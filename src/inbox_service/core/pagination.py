@@ -40,7 +40,7 @@ class PageParams:
     cursor: str | None
 
 
-def _page_params(
+async def _page_params(  # async: FastAPI would run a `def` dependency in a worker thread
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 50,
     cursor: Annotated[
         str | None, Query(max_length=512, description="`next_cursor` of the previous page.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -17,17 +18,19 @@ from inbox_service.conversations.router import router as conversations_router
 from inbox_service.core.bodylimit import BodyLimitMiddleware
 from inbox_service.core.clock import Clock, SystemClock
 from inbox_service.core.config import Settings, get_settings
-from inbox_service.core.db import SessionMaker, create_engine, create_sessionmaker
+from inbox_service.core.db import SessionMaker, create_engine, create_sessionmaker, plain_dsn
 from inbox_service.core.errors import PROBLEM_JSON, install_handlers
 from inbox_service.core.idempotency import IdempotencyMiddleware
 from inbox_service.core.metrics import MetricsMiddleware
 from inbox_service.core.ratelimit import RateLimitMiddleware
+from inbox_service.events.hub import StreamHub, live_events_lifespan
 from inbox_service.events.router import router as events_router
 from inbox_service.inboxes.router import router as inboxes_router
 from inbox_service.ingest.router import router as ingest_router
 from inbox_service.ops.router import router as ops_router
-from inbox_service.users.auth import authenticate
+from inbox_service.users.auth import CachedAuthenticator, authenticate
 from inbox_service.users.router import router as users_router
+from inbox_service.webhooks.router import router as webhooks_router
 
 DESCRIPTION = """\
 An open, API-first shared-inbox backend. Authenticate with `Authorization: Bearer <api key>`.
@@ -69,13 +72,18 @@ def create_app(
         title="inbox-service",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=lifespan,
+        lifespan=live_events_lifespan(lifespan),
         generate_unique_id_function=_operation_id,
         license_info={"name": "GPL-3.0-or-later", "identifier": "GPL-3.0-or-later"},
     )
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
-    app.state.authenticate = authenticate
+    app.state.authenticate = (
+        CachedAuthenticator(timedelta(seconds=settings.auth_cache_seconds))
+        if settings.auth_cache_seconds > 0
+        else authenticate
+    )
+    app.state.stream_hub = StreamHub(plain_dsn(settings.database_url))
     if sessionmaker is not None:
         app.state.sessionmaker = sessionmaker
 
@@ -90,6 +98,7 @@ def create_app(
         actions_router,
         contacts_router,
         events_router,
+        webhooks_router,
     ):
         app.include_router(router)
 

@@ -46,8 +46,7 @@ def cmd_worker(_: argparse.Namespace) -> int:
     from inbox_service.core.clock import SystemClock
     from inbox_service.core.db import create_engine, create_sessionmaker
     from inbox_service.core.jobs import default_worker_id
-    from inbox_service.ingest.jobs import mail_service
-    from inbox_service.worker import Worker
+    from inbox_service.worker import Worker, all_services
 
     settings = get_settings()
     _configure_logging(settings)
@@ -61,7 +60,7 @@ def cmd_worker(_: argparse.Namespace) -> int:
             clock,
             worker_id=worker_id,
             poll_seconds=settings.worker_poll_seconds,
-            services=[mail_service(settings, sessionmaker, clock, worker_id=worker_id)],
+            services=all_services(settings, sessionmaker, clock, worker_id=worker_id),
         )
         worker.install_signal_handlers()
         try:

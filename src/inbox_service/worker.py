@@ -19,9 +19,12 @@ from typing import Any
 
 from inbox_service.conversations.jobs import JOBS as CONVERSATION_JOBS
 from inbox_service.core.clock import Clock
+from inbox_service.core.config import Settings
 from inbox_service.core.db import SessionMaker
 from inbox_service.core.jobs import Job, default_worker_id, run_job
+from inbox_service.ingest.jobs import mail_service
 from inbox_service.ops.jobs import JOBS as OPS_JOBS
+from inbox_service.webhooks.jobs import webhook_service
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,16 @@ Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 def all_jobs() -> list[Job]:
     return [*OPS_JOBS, *CONVERSATION_JOBS]
+
+
+def all_services(
+    settings: Settings, sessionmaker: SessionMaker, clock: Clock, *, worker_id: str
+) -> list[Service]:
+    """The long-running parts: mailbox sync and webhook delivery."""
+    return [
+        mail_service(settings, sessionmaker, clock, worker_id=worker_id),
+        webhook_service(settings, sessionmaker, clock),
+    ]
 
 
 class Worker:

@@ -124,7 +124,12 @@ def _check_restart(process: subprocess.Popen[str], port: int) -> None:
         assert [i["name"] for i in inboxes] == ["Demo Support"]
         assert inboxes[0]["imap"]["port"] == imap_port
         assert inboxes[0]["imap"]["security"] == "none"
-        process.send_signal(signal.SIGINT)
+        # An open event stream ends on Ctrl-C instead of keeping the API up.
+        with httpx.stream("GET", f"{base}/v1/events/stream", headers=auth, timeout=10) as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "retry: 2000"
+            process.send_signal(signal.SIGINT)
+            list(lines)
         assert process.wait(timeout=30) == 0, output.stderr_tail()
 
 

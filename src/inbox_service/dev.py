@@ -70,9 +70,8 @@ class _Server(uvicorn.Server):
 async def _serve(settings: Settings, port: int, demo: bool) -> None:
     from inbox_service.app import create_app
     from inbox_service.core.jobs import default_worker_id
-    from inbox_service.ingest.jobs import mail_service
     from inbox_service.users import service as users_service
-    from inbox_service.worker import Worker
+    from inbox_service.worker import Worker, all_services
 
     engine = create_engine(settings.database_url, pool_size=4)
     sessionmaker = create_sessionmaker(engine)
@@ -102,11 +101,13 @@ async def _serve(settings: Settings, port: int, demo: bool) -> None:
         clock,
         worker_id=worker_id,
         poll_seconds=settings.worker_poll_seconds,
-        services=[mail_service(settings, sessionmaker, clock, worker_id=worker_id)],
+        services=all_services(settings, sessionmaker, clock, worker_id=worker_id),
     )
 
     def shut_down() -> None:
         server.should_exit = True
+        # uvicorn waits for open responses: end the live event streams, or it never stops.
+        app.state.stream_hub.stop_streams()
         worker.stop()
 
     loop = asyncio.get_running_loop()

@@ -8,12 +8,18 @@ Such transactions are finished, so no event can later appear before the cursor: 
 transaction still able to write an event has an xid at or above that horizon, hence above
 every event already handed out. The cost is that events wait behind the oldest running
 transaction, which is why no transaction here is ever held open across network I/O.
+
+The live stream reads the same pages. Each event's own cursor, `(xid, id)` of that event,
+is its SSE `id:`, so `Last-Event-ID` resumes right after it: every event before it had
+finished committing when it was handed out, and every event after it is still ahead. A new
+stream starts at `current_cursor()`, just below the horizon, so it gets what commits from
+then on (and late commits of transactions already running), never history.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import BigInteger, Text, cast, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,11 +42,13 @@ _MAX_KEY = 2**63 - 1
 class FeedPage:
     events: list[Event]
     next_cursor: str
+    # cursors[i] resumes just after events[i]: the live stream's `id:` lines.
+    cursors: list[str] = field(default_factory=list)
 
 
-def _decode_after(after: str) -> tuple[int, int]:
-    """The (xid, id) of an `after` cursor; a 422 naming `after` for anything else."""
-    problem = Invalid("`after` is not a cursor this feed returned", loc=["query", "after"])
+def _decode_after(after: str, loc: Sequence[str] = ("query", "after")) -> tuple[int, int]:
+    """The (xid, id) of a cursor; a 422 naming `loc` for anything else."""
+    problem = Invalid(f"`{loc[-1]}` is not a cursor this feed returned", loc=list(loc))
     try:
         xid, event_id = decode_cursor(after, [int, int])
     except Invalid:
@@ -48,6 +56,23 @@ def _decode_after(after: str) -> tuple[int, int]:
     if not (0 <= xid <= _MAX_KEY and 0 <= event_id <= _MAX_KEY):
         raise problem
     return xid, event_id
+
+
+def check_cursor(cursor: str, loc: Sequence[str]) -> str:
+    """`cursor` itself when it is one this feed (or the stream) handed out; else a 422 at `loc`."""
+    _decode_after(cursor, loc)
+    return cursor
+
+
+def _horizon_cursor(horizon: int) -> str:
+    """Just before the first transaction that may still be running: everything older is done."""
+    return encode_cursor([max(horizon - 1, 0), _MAX_KEY])
+
+
+async def current_cursor(session: AsyncSession) -> str:
+    """A cursor at "now": after it come only events of transactions still running or not yet
+    begun, none of the history already committed."""
+    return _horizon_cursor(int(await session.scalar(_HORIZON) or 0))
 
 
 async def read_feed(
@@ -74,13 +99,13 @@ async def read_feed(
         stmt = stmt.where(Event.inbox_id.is_not(None), caller.scope(Event.inbox_id))
     rows = (await session.execute(stmt.order_by(Event.xid, Event.id).limit(limit))).all()
     events = [event for event, _ in rows]
+    cursors = [encode_cursor([event_xid, event.id]) for event, event_xid in rows]
     if len(rows) == limit:
-        last_event, last_xid = rows[-1]
-        cursor = encode_cursor([last_xid, last_event.id])
+        cursor = cursors[-1]
     else:
         # Everything below the horizon has been considered, filtered out or returned: the
         # next poll can start there instead of rescanning what the filters skipped.
-        cursor = encode_cursor([max(horizon - 1, 0), _MAX_KEY])
+        cursor = _horizon_cursor(horizon)
         if after is not None and _decode_after(after) > (horizon - 1, _MAX_KEY):
             cursor = after
-    return FeedPage(events=events, next_cursor=cursor)
+    return FeedPage(events=events, next_cursor=cursor, cursors=cursors)

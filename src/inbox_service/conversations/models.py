@@ -71,6 +71,29 @@ class Conversation(TimestampMixin, Base):
             postgresql_where=text("status = 'snoozed'"),
         ),
         Index("ix_conversations_assignee_id", "assignee_id", "last_message_at"),
+        # The busiest list views: "open and unassigned, longest waiting" and one status by
+        # recency, per inbox or per assignee.
+        Index(
+            "ix_conversations_unassigned_waiting",
+            "inbox_id",
+            text("coalesce(waiting_since, 'infinity')"),
+            "id",
+            postgresql_where=text("status = 'open' AND assignee_id IS NULL"),
+        ),
+        Index(
+            "ix_conversations_inbox_status_last_message_at",
+            "inbox_id",
+            "status",
+            "last_message_at",
+            "id",
+        ),
+        Index(
+            "ix_conversations_assignee_status_last_message_at",
+            "assignee_id",
+            "status",
+            "last_message_at",
+            "id",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

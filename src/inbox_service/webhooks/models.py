@@ -59,6 +59,7 @@ class WebhookDelivery(Base):
         Index(
             "ix_webhook_deliveries_due",
             "next_attempt_at",
+            "id",
             postgresql_where=text("state = 'pending'"),
         ),
         # "Is an earlier delivery of this conversation still pending for this endpoint?"

@@ -1,0 +1,1 @@
+"""SLA policies, business-time due dates and the timers that warn and breach."""

@@ -1,0 +1,1 @@
+"""Replies: the outbox (enqueue, MIME built once, SMTP send, reconciliation) and auto-acks."""

@@ -1,0 +1,1 @@
+"""Presence (who is viewing or writing in a conversation) and collision checks."""

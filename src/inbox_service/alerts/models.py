@@ -21,6 +21,18 @@ class Alert(Base):
             "created_at",
             postgresql_where=text("acknowledged_at IS NULL"),
         ),
+        # One SLA alert per conversation, metric, cycle and kind: the tick's row locks
+        # already ensure it; this makes a duplicate impossible to write at all.
+        Index(
+            "uq_alerts_sla",
+            "conversation_id",
+            "kind",
+            text("(data ->> 'metric')"),
+            text("(data ->> 'cycle')"),
+            unique=True,
+            postgresql_where=text("kind IN ('sla_warning', 'sla_breached')"),
+        ),
+        Index("ix_alerts_created_at", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -1,1 +1,1 @@
-"""Browser session tokens: short-lived bearer credentials a frontend's backend mints for an agent."""
+"""Browser session tokens: short-lived bearer credentials minted for an agent by a backend."""

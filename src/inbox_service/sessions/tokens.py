@@ -19,8 +19,8 @@ from fastapi import Request
 from inbox_service.core.auth import bearer_token
 from inbox_service.core.errors import Unauthorized
 
-TOKEN_PREFIX = "ist_"
-ACCESS_TOKEN_PARAM = "access_token"
+TOKEN_PREFIX = "ist_"  # noqa: S105 (a prefix, not a secret)
+ACCESS_TOKEN_PARAM = "access_token"  # noqa: S105 (a parameter name)
 _TOKEN_RE = re.compile(r"^ist_([0-9a-z]{16})_([0-9a-f]{64})$")
 # request.state flag set by the routes that accept `?access_token=`.
 _QUERY_ALLOWED = "access_token_allowed"

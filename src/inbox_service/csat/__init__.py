@@ -1,0 +1,1 @@
+"""Customer satisfaction: signed rating links and the ratings they record."""

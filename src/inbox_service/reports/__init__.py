@@ -1,0 +1,1 @@
+"""Reports: the numbers a support team lives by, computed in SQL."""

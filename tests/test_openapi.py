@@ -25,8 +25,8 @@ def test_every_operation_has_a_stable_id_and_a_tag() -> None:
             assert operation.get("tags"), f"{method} {path} has no tag"
             ids.append(operation["operationId"])
     assert len(ids) == len(set(ids))
-    assert "list_users" in ids
-    assert "list_events" in ids
+    assert "users_list" in ids
+    assert "events_list" in ids
 
 
 def test_problem_schema_is_documented_for_errors() -> None:

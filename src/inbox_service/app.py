@@ -8,9 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 from inbox_service import __version__
+from inbox_service.alerts.router import router as alerts_router
 from inbox_service.contacts.router import router as contacts_router
 from inbox_service.conversations.actions_router import router as actions_router
 from inbox_service.conversations.messages_router import router as messages_router
@@ -18,16 +18,29 @@ from inbox_service.conversations.router import router as conversations_router
 from inbox_service.core.bodylimit import BodyLimitMiddleware
 from inbox_service.core.clock import Clock, SystemClock
 from inbox_service.core.config import Settings, get_settings
+from inbox_service.core.cors import ApiCorsMiddleware
 from inbox_service.core.db import SessionMaker, create_engine, create_sessionmaker, plain_dsn
 from inbox_service.core.errors import PROBLEM_JSON, install_handlers
 from inbox_service.core.idempotency import IdempotencyMiddleware
+from inbox_service.core.logredact import install_log_redaction
 from inbox_service.core.metrics import MetricsMiddleware
+from inbox_service.core.nosniff import NoSniffMiddleware
+from inbox_service.core.openapi import operation_id, polish
 from inbox_service.core.ratelimit import RateLimitMiddleware
+from inbox_service.csat import links as csat_links
+from inbox_service.csat.router import router as csat_router
 from inbox_service.events.hub import StreamHub, live_events_lifespan
 from inbox_service.events.router import router as events_router
 from inbox_service.inboxes.router import router as inboxes_router
 from inbox_service.ingest.router import router as ingest_router
 from inbox_service.ops.router import router as ops_router
+from inbox_service.presence.router import router as presence_router
+from inbox_service.replies.router import router as replies_router
+from inbox_service.reports.router import router as reports_router
+from inbox_service.rules.router import router as rules_router
+from inbox_service.sessions.router import router as sessions_router
+from inbox_service.sla.router import router as sla_router
+from inbox_service.templates.router import router as templates_router
 from inbox_service.users.auth import CachedAuthenticator, authenticate
 from inbox_service.users.router import router as users_router
 from inbox_service.webhooks.router import router as webhooks_router
@@ -37,10 +50,6 @@ An open, API-first shared-inbox backend. Authenticate with `Authorization: Beare
 Errors are RFC 9457 `application/problem+json`; lists are cursor-paginated; POSTs accept
 `Idempotency-Key`; editable objects carry `version`/`ETag` and accept `If-Match`.
 """
-
-
-def _operation_id(route: APIRoute) -> str:
-    return route.name
 
 
 def create_app(
@@ -73,11 +82,12 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=live_events_lifespan(lifespan),
-        generate_unique_id_function=_operation_id,
+        generate_unique_id_function=operation_id,
         license_info={"name": "GPL-3.0-or-later", "identifier": "GPL-3.0-or-later"},
     )
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
+    csat_links.configure(settings, app.state.clock)  # what `{{ csat.url }}` signs with
     app.state.authenticate = (
         CachedAuthenticator(timedelta(seconds=settings.auth_cache_seconds))
         if settings.auth_cache_seconds > 0
@@ -88,6 +98,7 @@ def create_app(
         app.state.sessionmaker = sessionmaker
 
     install_handlers(app)
+    install_log_redaction()
     for router in (
         ops_router,
         users_router,
@@ -99,6 +110,15 @@ def create_app(
         contacts_router,
         events_router,
         webhooks_router,
+        replies_router,
+        templates_router,
+        presence_router,
+        rules_router,
+        sla_router,
+        alerts_router,
+        sessions_router,
+        reports_router,
+        csat_router,
     ):
         app.include_router(router)
 
@@ -117,6 +137,9 @@ def create_app(
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(NoSniffMiddleware)  # outside the body limit: 413s carry it too
+    if settings.cors_allow_origins:  # outermost: 429s and 413s carry CORS headers too
+        app.add_middleware(ApiCorsMiddleware, origins=settings.cors_allow_origins)
     app.openapi = _with_problem_only_errors(app)  # type: ignore[method-assign]
     return app
 
@@ -134,7 +157,7 @@ def _with_problem_only_errors(app: FastAPI) -> Callable[[], dict[str, Any]]:
                         content = response.get("content", {})
                         if PROBLEM_JSON in content:
                             content.pop("application/json", None)
-            app.openapi_schema = schema
+            app.openapi_schema = polish(schema)
         return app.openapi_schema
 
     return openapi

@@ -37,7 +37,7 @@ from pymap.parsing.message import AppendMessage
 from pymap.user import Passwords, UserMetadata
 from pysasl.hashing import Cleartext
 
-from inbox_service.inboxes.mail_settings import ImapSettingsIn
+from inbox_service.inboxes.mail_settings import ImapSettingsIn, SmtpSettingsIn
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,10 @@ class DemoMail:
             poll_interval_seconds=POLL_SECONDS,
             enabled=True,
         )
+
+    def smtp_settings(self) -> SmtpSettingsIn:
+        """Replies from the demo inbox go to the sink."""
+        return SmtpSettingsIn(host=self.host, port=self.smtp_port, security="none")
 
     async def aclose(self) -> None:
         servers, self._servers = self._servers, []

@@ -30,7 +30,7 @@ from inbox_service.core.crypto import CredentialCipher, cipher_from, generate_ke
 from inbox_service.core.db import create_engine, create_sessionmaker, plain_dsn, transaction
 from inbox_service.core.migrations import upgrade
 from inbox_service.embedded_pg import EmbeddedPostgres, PostgresNotFound
-from inbox_service.inboxes.mail_settings import ImapSettingsIn
+from inbox_service.inboxes.mail_settings import ImapSettingsIn, SmtpSettingsIn
 
 if TYPE_CHECKING:
     from inbox_service.demo import DemoMail
@@ -87,7 +87,14 @@ async def _serve(settings: Settings, port: int, demo: bool) -> None:
         )
         if mail is not None:
             cipher = cipher_from(settings.inbox_secret_key)
-            await _add_demo_data(session, admin.id, mail.imap_settings(), cipher, now=clock.now())
+            await _add_demo_data(
+                session,
+                admin.id,
+                mail.imap_settings(),
+                cipher,
+                now=clock.now(),
+                smtp=mail.smtp_settings(),
+            )
         else:
             await _pause_demo_inbox(session)
 
@@ -156,6 +163,7 @@ async def _add_demo_data(
     cipher: CredentialCipher | None,
     *,
     now: datetime,
+    smtp: SmtpSettingsIn | None = None,
 ) -> None:
     """A demo inbox with the admin and a demo agent as members (once), syncing from the
     demo IMAP server (on every start, as its port is new each time)."""
@@ -168,12 +176,12 @@ async def _add_demo_data(
 
     inbox = await session.scalar(select(Inbox).where(Inbox.address == DEMO_ADDRESS))
     if inbox is not None:
-        patch = InboxPatch(imap=imap)
+        patch = InboxPatch(imap=imap, smtp=smtp)
         await inboxes_service.update_inbox(session, inbox, patch, now=now, cipher=cipher)
         return
     inbox = await inboxes_service.create_inbox(
         session,
-        InboxIn(name="Demo Support", address=DEMO_ADDRESS, imap=imap),
+        InboxIn(name="Demo Support", address=DEMO_ADDRESS, imap=imap, smtp=smtp),
         now=now,
         cipher=cipher,
     )

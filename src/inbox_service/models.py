@@ -1,6 +1,7 @@
 """Every table, imported in one place: alembic's autogenerate and the tests see them all."""
 
 from inbox_service.alerts.models import Alert
+from inbox_service.assignment.models import AssignmentCursor, AssignmentRequest
 from inbox_service.contacts.models import Contact
 from inbox_service.conversations.models import (
     Activity,
@@ -18,8 +19,15 @@ from inbox_service.core.events import Event
 from inbox_service.core.idempotency import IdempotencyKey
 from inbox_service.core.jobs import PeriodicJob
 from inbox_service.core.ratelimit import RateLimitBucket
+from inbox_service.csat.models import CsatRating
 from inbox_service.inboxes.models import Inbox, InboxMember
 from inbox_service.ingest.models import FolderSyncState, InboxSyncState
+from inbox_service.presence.models import Presence
+from inbox_service.replies.models import AutoAckSent, Reply, Signature
+from inbox_service.rules.models import PriorityRule, PriorityRulesRevision
+from inbox_service.sessions.models import SessionToken
+from inbox_service.sla.models import ConversationSla, SlaPolicy, SlaPolicyInbox
+from inbox_service.templates.models import Template
 from inbox_service.users.models import ApiKey, User
 from inbox_service.webhooks.models import (
     WebhookAttempt,
@@ -32,11 +40,16 @@ __all__ = [
     "Activity",
     "Alert",
     "ApiKey",
+    "AssignmentCursor",
+    "AssignmentRequest",
     "Attachment",
+    "AutoAckSent",
     "Base",
     "Contact",
     "Conversation",
+    "ConversationSla",
     "ConversationTag",
+    "CsatRating",
     "Event",
     "FolderSyncState",
     "IdempotencyKey",
@@ -48,8 +61,17 @@ __all__ = [
     "MessageRaw",
     "Note",
     "PeriodicJob",
+    "Presence",
+    "PriorityRule",
+    "PriorityRulesRevision",
     "RateLimitBucket",
+    "Reply",
+    "SessionToken",
+    "Signature",
+    "SlaPolicy",
+    "SlaPolicyInbox",
     "Tag",
+    "Template",
     "User",
     "WebhookAttempt",
     "WebhookDelivery",

@@ -17,13 +17,18 @@ import signal
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from inbox_service.assignment.jobs import JOBS as ASSIGNMENT_JOBS
 from inbox_service.conversations.jobs import JOBS as CONVERSATION_JOBS
 from inbox_service.core.clock import Clock
 from inbox_service.core.config import Settings
 from inbox_service.core.db import SessionMaker
 from inbox_service.core.jobs import Job, default_worker_id, run_job
+from inbox_service.csat import links as csat_links
 from inbox_service.ingest.jobs import mail_service
 from inbox_service.ops.jobs import JOBS as OPS_JOBS
+from inbox_service.presence.jobs import JOBS as PRESENCE_JOBS
+from inbox_service.replies.jobs import reply_service
+from inbox_service.sla.jobs import JOBS as SLA_JOBS
 from inbox_service.webhooks.jobs import webhook_service
 
 log = logging.getLogger(__name__)
@@ -34,16 +39,19 @@ Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def all_jobs() -> list[Job]:
-    return [*OPS_JOBS, *CONVERSATION_JOBS]
+    return [*OPS_JOBS, *CONVERSATION_JOBS, *ASSIGNMENT_JOBS, *PRESENCE_JOBS, *SLA_JOBS]
 
 
 def all_services(
     settings: Settings, sessionmaker: SessionMaker, clock: Clock, *, worker_id: str
 ) -> list[Service]:
-    """The long-running parts: mailbox sync and webhook delivery."""
+    """The long-running parts: mailbox sync, webhook delivery and the reply outbox."""
+    # auto-acknowledgements render templates, which may carry `{{ csat.url }}`
+    csat_links.configure(settings, clock)
     return [
         mail_service(settings, sessionmaker, clock, worker_id=worker_id),
         webhook_service(settings, sessionmaker, clock),
+        reply_service(settings, sessionmaker, clock, worker_id=worker_id),
     ]
 
 

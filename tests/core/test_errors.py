@@ -189,6 +189,8 @@ class TestRouting:
         [
             ("/v1/users", {"GET", "POST"}),
             ("/v1/users/usr_1", {"GET", "PATCH", "DELETE"}),
+            # A literal segment is its own resource, not an id of its sibling template.
+            ("/v1/conversations/bulk", {"POST"}),
         ],
     )
     async def test_wrong_method_is_405_naming_every_allowed_method(
@@ -197,6 +199,22 @@ class TestRouting:
         response = await client.put(path, json={}, headers=team.admin_headers)
         assert_problem(response, 405)
         assert set(response.headers["Allow"].replace(" ", "").split(",")) == allowed
+
+
+class TestUnstorableText:
+    async def test_nul_in_an_id_or_a_field_is_422_not_500(
+        self, client: httpx.AsyncClient, team: Team
+    ) -> None:
+        for path in ("/v1/conversations/cnv_%00", "/v1/users/usr_a%00b"):
+            response = await client.get(path, headers=team.admin_headers)
+            problem = assert_problem(response, 422)
+            assert "NUL" in problem["detail"]
+        response = await client.post(
+            "/v1/tags", json={"name": "bad\u0000tag"}, headers=team.admin_headers
+        )
+        assert_problem(response, 422)
+        listed = await client.get("/v1/tags", headers=team.admin_headers)
+        assert all("bad" not in tag["name"] for tag in listed.json()["items"])
 
 
 class TestUnhandledException:

@@ -5,18 +5,28 @@
     proxy.cut_after(200)             # the next 200 server bytes pass, then both sockets close
     proxy.blackhole()                # forward nothing, keep every socket open
     proxy.latency = 0.2              # delay each chunk by 200 ms
+    proxy.stall()                    # hold every byte (not lost) until pass_through()
+    proxy.cut_client_after(300)      # the same as cut_after, counting client→server bytes
+    proxy.drop()                     # reset every open connection now (RST)
     proxy.pass_through()             # back to normal
     await proxy.close()
 
 Modes apply at once, to open connections and new ones. `cut_after(n)` counts server→client
 bytes from the moment it is called, over all connections, so a test can arm it just before the
 command whose response should be torn; it fires once, then the proxy passes traffic again.
+
+`Chaos(proxy, seed)` runs those faults at random (seeded) moments until told to stop: the
+fault-injection suite (tests/hardening/test_faults*.py) puts one in front of each dependency.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import socket
+import struct
+from dataclasses import dataclass, field
 
 
 class FaultProxy:
@@ -28,6 +38,9 @@ class FaultProxy:
         self.latency = 0.0
         self._blackhole = False
         self._cut_budget: int | None = None
+        self._client_cut_budget: int | None = None
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -37,12 +50,32 @@ class FaultProxy:
 
     def pass_through(self) -> None:
         self._blackhole, self._cut_budget, self.latency = False, None, 0.0
+        self._client_cut_budget = None
+        self._flowing.set()
 
     def blackhole(self) -> None:
         self._blackhole = True
 
     def cut_after(self, server_bytes: int) -> None:
         self._cut_budget = server_bytes
+
+    def cut_client_after(self, client_bytes: int) -> None:
+        self._client_cut_budget = client_bytes
+
+    def stall(self) -> None:
+        """Hold traffic both ways (buffered, delivered after `pass_through`): a peer that
+        stopped answering without closing, as long as the caller's timeouts allow."""
+        self._flowing.clear()
+
+    def drop(self) -> None:
+        """Reset every open connection at once (RST, no FIN): a crashed peer or a cut cable."""
+        for writer in list(self._writers):
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    # linger 0: close() sends RST instead of FIN
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -110,10 +143,20 @@ class FaultProxy:
     ) -> None:
         with contextlib.suppress(OSError):
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 if self._blackhole:
                     continue  # swallowed; the peer sees an open, silent socket
                 if self.latency:
                     await asyncio.sleep(self.latency)
+                if not from_server and self._client_cut_budget is not None:
+                    data = data[: self._client_cut_budget]
+                    self._client_cut_budget -= len(data)
+                    writer.write(data)
+                    if self._client_cut_budget <= 0:
+                        self._client_cut_budget = None
+                        await writer.drain()
+                        return
+                    continue
                 if from_server and self._cut_budget is not None:
                     data = data[: self._cut_budget]
                     self._cut_budget -= len(data)
@@ -125,3 +168,65 @@ class FaultProxy:
                     continue
                 writer.write(data)
                 await writer.drain()
+
+
+@dataclass
+class Chaos:
+    """Seeded random faults on one proxy: after a random pause within `every`, the next of
+    `faults` — drop (RST), cut (server bytes), cut_client (client bytes), stall (held for a
+    random time), slow (latency for a while) — then normal traffic again. The faults come in
+    rounds, each a seeded shuffle of all of them, so every kind runs within one round.
+    `log` records what was done, so a failure says which faults ran (and the seed replays
+    the same choices; the exact byte at which they land depends on timing)."""
+
+    proxy: FaultProxy
+    seed: int
+    faults: tuple[str, ...] = ("drop", "cut", "cut_client", "stall", "slow")
+    every: tuple[float, float] = (0.05, 0.5)
+    stall_seconds: tuple[float, float] = (0.1, 1.0)
+    cut_bytes: tuple[int, int] = (1, 6000)
+    log: list[str] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        rng = random.Random(self.seed)
+        plan: list[str] = []
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), rng.uniform(*self.every))
+                    break
+                if not plan:
+                    plan = rng.sample(self.faults, len(self.faults))
+                fault = plan.pop()
+                self.log.append(fault)
+                if fault == "drop":
+                    self.proxy.drop()
+                elif fault == "cut":
+                    self.proxy.cut_after(rng.randint(*self.cut_bytes))
+                elif fault == "cut_client":
+                    self.proxy.cut_client_after(rng.randint(*self.cut_bytes))
+                else:
+                    if fault == "stall":
+                        self.proxy.stall()
+                    else:
+                        self.proxy.latency = rng.uniform(0.01, 0.2)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), rng.uniform(*self.stall_seconds))
+                    self.proxy.pass_through()
+        finally:
+            self.proxy.pass_through()
+
+    async def __aenter__(self) -> Chaos:
+        self._task = asyncio.create_task(self.run(self._stop), name=f"chaos:{self.proxy.port}")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """End the faults; from here on the proxy passes everything."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
+from inbox_service.core.inputs import StrictIn
 from inbox_service.core.pagination import Page
 
 
@@ -22,9 +23,7 @@ class ContactPage(Page[ContactOut]):
     """A page of contacts."""
 
 
-class ContactPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ContactPatch(StrictIn):
     name: Annotated[
         str,
         StringConstraints(

@@ -16,8 +16,9 @@ from inbox_service.conversations.schemas import (
     TagOut,
     TagPage,
 )
-from inbox_service.core.deps import CurrentCaller, CurrentClock, Session
+from inbox_service.core.deps import CurrentCaller, CurrentClock, IfMatch, Session
 from inbox_service.core.errors import problems
+from inbox_service.core.etag import check_if_match
 from inbox_service.core.pagination import PageParamsDep
 
 router = APIRouter(prefix="/v1", responses=problems(401, 422, 429))
@@ -101,15 +102,24 @@ async def untag_conversation(
     response_model=NoteOut,
     status_code=status.HTTP_201_CREATED,
     tags=["conversations"],
-    responses=problems(404),
+    responses=problems(404, 409),
 )
 async def create_note(
     conversation_id: str, body: NoteIn, session: Session, caller: CurrentCaller, clock: CurrentClock
 ) -> NoteOut:
-    """An internal note (never sent to the customer); `@mentions` are resolved to users."""
-    conversation = await service.get_visible_conversation(session, caller, conversation_id)
+    """An internal note (never sent to the customer); `@mentions` are resolved to users.
+    With `expected_last_message_id`, 409 (listing them) if messages arrived since."""
+    # Locked when checking: a message stored meanwhile is either seen or comes after.
+    conversation = await service.get_visible_conversation(
+        session, caller, conversation_id, for_update=body.expected_last_message_id is not None
+    )
     note = await notes.add_note(
-        session, conversation, body.body, author_id=caller.user_id, now=clock.now()
+        session,
+        conversation,
+        body.body,
+        author_id=caller.user_id,
+        now=clock.now(),
+        expected_last_message_id=body.expected_last_message_id,
     )
     return NoteOut.model_validate(note)
 
@@ -118,7 +128,7 @@ async def create_note(
     "/conversations/{conversation_id}/assign",
     response_model=ConversationOut,
     tags=["conversations"],
-    responses=problems(404),
+    responses=problems(404, 412),
 )
 async def assign_conversation(
     conversation_id: str,
@@ -126,11 +136,14 @@ async def assign_conversation(
     session: Session,
     caller: CurrentCaller,
     clock: CurrentClock,
+    if_match: IfMatch = None,
 ) -> ConversationOut:
-    """Assign the conversation to a member of its inbox, or unassign it with `null`."""
+    """Assign the conversation to a member of its inbox, or unassign it with `null`. With
+    `If-Match`, only if nobody changed it since you read it (412 otherwise)."""
     conversation = await service.get_visible_conversation(
         session, caller, conversation_id, for_update=True
     )
+    check_if_match(if_match, conversation.version)
     await assign.assign(
         session, conversation, body.assignee_id, actor_id=caller.user_id, now=clock.now()
     )

@@ -27,6 +27,7 @@ ActivityKind = Literal[
     "snooze_ended",
     "merged",
     "split",
+    "csat_received",
 ]
 
 

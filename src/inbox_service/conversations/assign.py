@@ -24,9 +24,10 @@ async def assign(
     actor_id: str | None,
     now: datetime,
     loc: tuple[str | int, ...] = ("body", "assignee_id"),
+    via: str | None = None,
 ) -> bool:
     """Assign (or unassign with None); only live members of the inbox qualify (422).
-    False when nothing changed."""
+    False when nothing changed. `via`: the auto-assignment policy that chose the assignee."""
     if assignee_id is not None:
         member = await session.scalar(
             select(InboxMember.user_id)
@@ -53,7 +54,8 @@ async def assign(
         kind,
         actor_id=actor_id,
         now=now,
-        data={"assignee_id": assignee_id, "previous_assignee_id": previous},
+        data={"assignee_id": assignee_id, "previous_assignee_id": previous}
+        | ({"auto_assignment": via} if via else {}),
         event=event,
     )
     return True

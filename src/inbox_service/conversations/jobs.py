@@ -5,12 +5,14 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from inbox_service.alerts.service import raise_alert
+from inbox_service.assignment import service as assignment_service
 from inbox_service.conversations import activity
 from inbox_service.conversations.models import Conversation
 from inbox_service.core.clock import Clock
 from inbox_service.core.db import SessionMaker, transaction
 from inbox_service.core.events import EventType
 from inbox_service.core.jobs import Job
+from inbox_service.sla import hooks as sla_hooks
 
 WAKE_BATCH = 100
 
@@ -52,6 +54,10 @@ async def wake_snoozed(sessionmaker: SessionMaker, clock: Clock) -> int:
                 },
                 event=EventType.CONVERSATION_STATUS_CHANGED,
             )
+            # The SLA clocks resume with what was left of their budgets.
+            await sla_hooks.on_status_changed(
+                session, conversation, "snoozed", now=now, actor_id=None
+            )
             await raise_alert(
                 session,
                 "snooze_ended",
@@ -60,6 +66,10 @@ async def wake_snoozed(sessionmaker: SessionMaker, clock: Clock) -> int:
                 inbox_id=conversation.inbox_id,
                 conversation_id=conversation.id,
             )
+        # Woken while its assignee is away: auto-assignment finds it a present owner.
+        await assignment_service.request_assignment(
+            session, [c.id for c in due], reason="reopened", now=now
+        )
     return len(due)
 
 

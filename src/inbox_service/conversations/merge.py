@@ -172,6 +172,7 @@ async def split(
         thread_token=new_thread_token(),
         status="open",
         priority=conversation.priority,
+        priority_source=conversation.priority_source,
         message_count=0,
         snippet="",
         last_message_at=first.received_at,

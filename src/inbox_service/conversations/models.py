@@ -94,6 +94,27 @@ class Conversation(TimestampMixin, Base):
             "last_message_at",
             "id",
         ),
+        # SLA: the `sla_due` sort per inbox and per status (also `sla=breached` with it), and
+        # the conversations whose warning time passed (`sla=at_risk`, `sla=breached`).
+        Index(
+            "ix_conversations_sla_due",
+            "inbox_id",
+            text("coalesce(sla_due_at, 'infinity')"),
+            "id",
+        ),
+        Index(
+            "ix_conversations_status_sla_due",
+            "status",
+            text("coalesce(sla_due_at, 'infinity')"),
+            "id",
+        ),
+        Index(
+            "ix_conversations_sla_warn_at",
+            "sla_warn_at",
+            "sla_due_at",
+            "id",
+            postgresql_where=text("sla_warn_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -121,10 +142,30 @@ class Conversation(TimestampMixin, Base):
     # The oldest customer message we have not answered yet; NULL when nothing waits on us.
     waiting_since: Mapped[datetime | None] = mapped_column()
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Our first reply that reached the customer, and how many did (auto-acks excluded).
+    first_response_at: Mapped[datetime | None] = mapped_column()
+    reply_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Set when merged into another conversation: lists skip it; mail for it goes there.
     merged_into_id: Mapped[str | None] = mapped_column(
         ForeignKey("conversations.id", ondelete="SET NULL")
     )
+    # Who set the priority (rules/): {"type": "rule" | "user", "rule_id", "keyword",
+    # "user_id"}; NULL: nobody. A person's choice is never overridden by a rule.
+    priority_source: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    # SLA (sla/): the policy its clocks follow, and the earliest due and warning times of
+    # its running metrics (list filters and the `sla_due` sort); NULL without running clocks.
+    sla_policy_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sla_policies.id", ondelete="SET NULL")
+    )
+    sla_due_at: Mapped[datetime | None] = mapped_column()
+    sla_warn_at: Mapped[datetime | None] = mapped_column()
+    # Reports (reports/) and CSAT cycles (csat/): the latest resolution and how often it was
+    # reopened. Kept by the `conversations_status_facts` trigger (migration 3c0f6e1d9a27),
+    # stamped with the row's `updated_at`, so every path that changes a status counts (API,
+    # bulk, merge, snooze wake-up, the customer's reply reopening it). Read them with a
+    # query: an instance in memory does not see what the trigger wrote.
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Message(Base):

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from inbox_service.conversations.models import Conversation, Note
 from inbox_service.core.events import EventType, emit
 from inbox_service.core.ids import new_id
+from inbox_service.presence import collision
 from inbox_service.users.models import User
 
 # `@usr_…` (a user id) or `@someone@example.com` (a user's address).
@@ -36,8 +37,16 @@ async def mentioned_user_ids(session: AsyncSession, body: str) -> list[str]:
 
 
 async def add_note(
-    session: AsyncSession, conversation: Conversation, body: str, *, author_id: str, now: datetime
+    session: AsyncSession,
+    conversation: Conversation,
+    body: str,
+    *,
+    author_id: str,
+    now: datetime,
+    expected_last_message_id: str | None = None,
 ) -> Note:
+    """Add a note; with `expected_last_message_id`, only if no message arrived since (409)."""
+    await collision.require_seen(session, conversation, expected_last_message_id)
     note = Note(
         id=new_id("note"),
         conversation_id=conversation.id,

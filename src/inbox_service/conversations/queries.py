@@ -79,6 +79,7 @@ _PAGE_COLUMNS = (
     "subject",
     "status",
     "priority",
+    "priority_source",
     "assignee_id",
     "contact_id",
     "snippet",
@@ -91,6 +92,7 @@ _PAGE_COLUMNS = (
     "updated_at",
     "version",
     "priority_rank",
+    "sla_due_at",
 )
 
 ListRow: TypeAlias = Row[*tuple[Any, ...]]
@@ -105,6 +107,7 @@ class Filters:
     tag: str | None = None
     contact_id: str | None = None
     q: str | None = None
+    sla: str | None = None  # "at_risk" | "breached"
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,11 @@ class _SortKey:
     def columns(self, c: ReadOnlyColumnCollection[str, Any]) -> list[ColumnElement[Any]]:
         """The key over `c`: the conversations table or the page cut from it."""
         return [
-            func.coalesce(c.waiting_since, INFINITY) if name == "waiting" else c[name]
+            func.coalesce(c.waiting_since, INFINITY)
+            if name == "waiting"
+            else func.coalesce(c.sla_due_at, INFINITY)
+            if name == "sla_due"
+            else c[name]
             for name in self.names
         ]
 
@@ -129,6 +136,8 @@ SORTS: dict[str, _SortKey] = {
     "oldest": _SortKey(("last_message_at", "id"), (datetime, str), False),
     "waiting_longest": _SortKey(("waiting", "id"), (NullableDatetime, str), False),
     "priority": _SortKey(("priority_rank", "waiting", "id"), (int, NullableDatetime, str), False),
+    # Earliest SLA due time first; conversations without running clocks last.
+    "sla_due": _SortKey(("sla_due", "id"), (NullableDatetime, str), False),
 }
 
 
@@ -146,6 +155,7 @@ class _Shape:
     contact: bool
     search: Literal["", "matches_first", "walk"]
     after: tuple[bool, ...] | None  # a cursor: per key value, whether it is 'infinity'
+    sla: str = ""  # "", "at_risk" or "breached"
 
 
 def _key_of(row: ListRow, sort: str) -> list[Any]:
@@ -154,6 +164,8 @@ def _key_of(row: ListRow, sort: str) -> list[Any]:
         return [row.last_message_at, row.id]
     if sort == "waiting_longest":
         return [waiting, row.id]
+    if sort == "sla_due":
+        return [row.sla_due_at, row.id]
     return [row.priority_rank, waiting, row.id]
 
 
@@ -193,6 +205,21 @@ def _statement(shape: _Shape) -> Select[Any]:
         page = page.where(_c.assignee_id == bindparam("assignee_id"))
     if shape.contact:
         page = page.where(_c.contact_id == bindparam("contact_id"))
+    # SLA states are times compared with now: overdue (the earliest running due time has
+    # passed), or inside a warning lead and not yet overdue. Sorted by due time, overdue
+    # is a range of the sla_due indexes. Otherwise both are among the conversations whose
+    # warning time passed (sla_warn_at is the due time where no warning is set), read
+    # first from their index: few, unless a team is far behind.
+    now = bindparam("now", type_=_c.sla_due_at.type)
+    if shape.sla == "breached" and shape.sort == "sla_due":
+        page = page.where(func.coalesce(_c.sla_due_at, INFINITY) <= now)
+    elif shape.sla:
+        warned = _conversations.alias("warned")
+        overdue = warned.c.sla_due_at <= now
+        matching = select(warned.c.id).where(
+            warned.c.sla_warn_at <= now, overdue if shape.sla == "breached" else ~overdue
+        )
+        page = page.where(_c.id == any_(func.array(matching.scalar_subquery())))
     if shape.tag:
         page = page.where(
             exists()
@@ -272,7 +299,13 @@ async def _few_matches(session: AsyncSession, q: str) -> bool:
 
 
 async def list_conversations(
-    session: AsyncSession, caller: Caller, filters: Filters, sort: Sort, page: PageParams
+    session: AsyncSession,
+    caller: Caller,
+    filters: Filters,
+    sort: Sort,
+    page: PageParams,
+    *,
+    now: datetime | None = None,
 ) -> tuple[Sequence[ListRow], str | None]:
     """A page of the conversations `caller` may see: rows of the page columns, with the
     contact's `contact_email` and `contact_name` after `contact_id`."""
@@ -297,6 +330,7 @@ async def list_conversations(
         contact=bool(filters.contact_id),
         search=search,
         after=None if after is None else tuple(value is None for value in after),
+        sla=filters.sla or "",
     )
     values: dict[str, Any] = {  # those of filters the shape has not are ignored
         "limit": page.limit + 1,
@@ -308,6 +342,7 @@ async def list_conversations(
         "contact_id": filters.contact_id,
         "tag": filters.tag.lower() if filters.tag else None,
         "q": filters.q,
+        "now": now,
         **{f"after_{i}": value for i, value in enumerate(after or ())},
     }
     rows = (await session.execute(_statement(shape), values)).all()

@@ -6,11 +6,13 @@ from fastapi import APIRouter, Query, Response
 
 from inbox_service.conversations import queries, service
 from inbox_service.conversations.schemas import (
+    ConversationDetailOut,
     ConversationOut,
     ConversationPage,
     ConversationPatch,
     MessagePage,
     Priority,
+    SlaFilter,
     Sort,
     Status,
     TimelinePage,
@@ -19,6 +21,7 @@ from inbox_service.core.deps import CurrentCaller, CurrentClock, IfMatch, Sessio
 from inbox_service.core.errors import problems
 from inbox_service.core.etag import check_if_match, set_etag
 from inbox_service.core.pagination import PageParamsDep
+from inbox_service.presence import service as presence_service
 
 router = APIRouter(
     prefix="/v1/conversations", tags=["conversations"], responses=problems(401, 422, 429)
@@ -29,6 +32,7 @@ router = APIRouter(
 async def list_conversations(
     session: Session,
     caller: CurrentCaller,
+    clock: CurrentClock,
     page: PageParamsDep,
     inbox_id: str | None = None,
     status: Annotated[list[Status] | None, Query(description="Repeat for several.")] = None,
@@ -42,11 +46,15 @@ async def list_conversations(
         str | None,
         Query(min_length=1, max_length=200, description="Words in subjects, bodies, addresses."),
     ] = None,
+    sla: Annotated[
+        SlaFilter | None,
+        Query(description="at_risk: inside a warning lead; breached: past an SLA due time."),
+    ] = None,
     sort: Annotated[
         Sort,
         Query(
             description="newest / oldest (last activity), waiting_longest (on us), "
-            "priority (then waiting time)."
+            "priority (then waiting time), sla_due (earliest SLA due time first)."
         ),
     ] = "newest",
 ) -> Response:
@@ -59,22 +67,31 @@ async def list_conversations(
         tag=tag,
         contact_id=contact_id,
         q=q,
+        sla=sla,
     )
-    rows, next_cursor = await queries.list_conversations(session, caller, filters, sort, page)
+    now = clock.now()
+    rows, next_cursor = await queries.list_conversations(
+        session, caller, filters, sort, page, now=now
+    )
     # Rendered straight from the rows (validating 50 models cost more than the query);
     # `response_model` still documents the shape.
-    body = await service.conversation_page_json(session, rows, next_cursor)
+    body = await service.conversation_page_json(session, rows, next_cursor, now=now)
     return Response(body, media_type="application/json")
 
 
-@router.get("/{conversation_id}", response_model=ConversationOut, responses=problems(404))
+@router.get("/{conversation_id}", response_model=ConversationDetailOut, responses=problems(404))
 async def get_conversation(
-    conversation_id: str, session: Session, caller: CurrentCaller, response: Response
-) -> ConversationOut:
-    """One conversation."""
+    conversation_id: str,
+    session: Session,
+    caller: CurrentCaller,
+    clock: CurrentClock,
+    response: Response,
+) -> ConversationDetailOut:
+    """One conversation, with who is viewing and composing in it now."""
     conversation = await service.get_visible_conversation(session, caller, conversation_id)
     set_etag(response, conversation.version)
-    return await service.conversation_out(session, conversation)
+    out = await service.conversation_out(session, conversation, now=clock.now())
+    return await presence_service.with_presence(session, out, now=clock.now())
 
 
 @router.patch("/{conversation_id}", response_model=ConversationOut, responses=problems(404, 412))
@@ -96,7 +113,7 @@ async def update_conversation(
         session, conversation, body, actor_id=caller.user_id, now=clock.now()
     )
     set_etag(response, conversation.version)
-    return await service.conversation_out(session, conversation)
+    return await service.conversation_out(session, conversation, now=clock.now())
 
 
 @router.get(

@@ -5,7 +5,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from inbox_service.core.inputs import StrictIn
+from inbox_service.core.openapi import named_enum
 from inbox_service.core.pagination import Page
+from inbox_service.presence.schemas import PresentUser
+from inbox_service.sla.schemas import ConversationSlaOut
 
 
 class AddressOut(BaseModel):
@@ -59,15 +63,32 @@ class MessageOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
-Status = Literal["open", "pending", "snoozed", "resolved"]
-Priority = Literal["urgent", "high", "normal", "low"]
-Sort = Literal["newest", "oldest", "waiting_longest", "priority"]
+# Named enums: one type per value set in generated clients (core/openapi.py).
+Status = Annotated[
+    Literal["open", "pending", "snoozed", "resolved"], named_enum("ConversationStatus")
+]
+Priority = Annotated[Literal["urgent", "high", "normal", "low"], named_enum("Priority")]
+Sort = Annotated[
+    Literal["newest", "oldest", "waiting_longest", "priority", "sla_due"],
+    named_enum("ConversationSort"),
+]
+SlaFilter = Annotated[Literal["at_risk", "breached"], named_enum("SlaFilter")]
 
 
 class ContactRef(BaseModel):
     id: str
     email: str
     name: str | None
+
+
+class PrioritySourceOut(BaseModel):
+    """Who set a conversation's priority: a priority rule (with the keyword it matched)
+    or a person. A person's choice is never overridden by a rule."""
+
+    type: Literal["rule", "user"]
+    rule_id: str | None = None
+    keyword: str | None = None
+    user_id: str | None = None
 
 
 class ConversationOut(BaseModel):
@@ -78,6 +99,9 @@ class ConversationOut(BaseModel):
     subject: str
     status: Status
     priority: Priority
+    priority_source: PrioritySourceOut | None = Field(
+        description="Who set the priority (null: the default, nobody)."
+    )
     assignee_id: str | None
     contact: ContactRef | None
     snippet: str = Field(description="The start of the last message.")
@@ -94,17 +118,27 @@ class ConversationOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     version: int
+    sla: ConversationSlaOut | None = Field(
+        default=None,
+        description="SLA clocks: each metric's due time, status and business time left "
+        "(null: no SLA policy applies).",
+    )
 
 
 class ConversationPage(Page[ConversationOut]):
     """A page of conversations."""
 
 
-class ConversationPatch(BaseModel):
+class ConversationDetailOut(ConversationOut):
+    """One conversation, with who has it open right now (presence heartbeats)."""
+
+    viewers: list[PresentUser] = Field(description="Viewing it now (not composing).")
+    composers: list[PresentUser] = Field(description="Writing in it now.")
+
+
+class ConversationPatch(StrictIn):
     """Change status, priority or snooze. `snoozed` needs a future `snoozed_until`; giving
     `snoozed_until` alone snoozes; any other status clears it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     status: Status | None = None
     priority: Priority | None = None
@@ -152,9 +186,7 @@ TagName = Annotated[
 ]
 
 
-class TagIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TagIn(StrictIn):
     name: TagName = Field(description="Unique whatever its case; no commas.")
 
 
@@ -170,11 +202,14 @@ class TagPage(Page[TagOut]):
     """A page of tags."""
 
 
-class NoteIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NoteIn(StrictIn):
     body: Annotated[str, StringConstraints(min_length=1, max_length=20_000)] = Field(
         description="Mention users as `@usr_…` or `@their@address`."
+    )
+    expected_last_message_id: str | None = Field(
+        default=None,
+        max_length=40,
+        description="The last message you saw; if others arrived since, 409 lists them.",
     )
 
 
@@ -189,19 +224,15 @@ class NoteOut(BaseModel):
     created_at: datetime
 
 
-class AssignIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AssignIn(StrictIn):
     assignee_id: str | None = Field(description="A member of the inbox, or null to unassign.")
 
 
 BulkAction = Literal["assign", "status", "priority", "tag", "untag"]
 
 
-class BulkIn(BaseModel):
+class BulkIn(StrictIn):
     """One action on many conversations, all or nothing."""
-
-    model_config = ConfigDict(extra="forbid")
 
     ids: list[Annotated[str, StringConstraints(max_length=40)]] = Field(
         min_length=1, max_length=100
@@ -221,15 +252,11 @@ class BulkOut(BaseModel):
     results: list[BulkResult]
 
 
-class MergeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MergeIn(StrictIn):
     source_id: str = Field(description="The conversation whose messages move into this one.")
 
 
-class SplitIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SplitIn(StrictIn):
     message_id: str = Field(
         description="This message and the later replies to it move to a new conversation."
     )

@@ -23,10 +23,13 @@ from inbox_service.conversations.schemas import (
     TimelineEntry,
 )
 from inbox_service.core.auth import Caller
+from inbox_service.core.clock import SystemClock
 from inbox_service.core.errors import Invalid, NotFound
 from inbox_service.core.events import EventType
 from inbox_service.core.pagination import PageParams, decode_cursor, encode_cursor, keyset_page
 from inbox_service.ingest.mime import sanitize_html
+from inbox_service.sla import hooks as sla_hooks
+from inbox_service.sla import service as sla_service
 
 
 async def get_visible_message(session: AsyncSession, caller: Caller, message_id: str) -> Message:
@@ -119,9 +122,14 @@ async def get_visible_conversation(
 
 
 async def conversations_out(
-    session: AsyncSession, rows: Sequence[tuple[Conversation, Contact | None]]
+    session: AsyncSession,
+    rows: Sequence[tuple[Conversation, Contact | None]],
+    *,
+    now: datetime | None = None,
 ) -> list[ConversationOut]:
+    """`now` (the request's clock) is what SLA status and time left are computed at."""
     tags = await queries.tags_of(session, [c.id for c, _ in rows])
+    slas = await sla_service.views(session, [c.id for c, _ in rows], now=now or SystemClock().now())
     return [
         ConversationOut(
             id=c.id,
@@ -129,6 +137,7 @@ async def conversations_out(
             subject=c.subject,
             status=c.status,
             priority=c.priority,
+            priority_source=c.priority_source,
             assignee_id=c.assignee_id,
             contact=ContactRef(id=ct.id, email=ct.email, name=ct.name) if ct else None,
             snippet=c.snippet,
@@ -141,13 +150,18 @@ async def conversations_out(
             created_at=c.created_at,
             updated_at=c.updated_at,
             version=c.version,
+            sla=slas.get(c.id),
         )
         for c, ct in rows
     ]
 
 
 async def conversation_page_json(
-    session: AsyncSession, rows: Sequence[queries.ListRow], next_cursor: str | None
+    session: AsyncSession,
+    rows: Sequence[queries.ListRow],
+    next_cursor: str | None,
+    *,
+    now: datetime | None = None,
 ) -> bytes:
     """A `ConversationPage` as JSON, built from `queries.list_conversations` rows.
 
@@ -156,6 +170,9 @@ async def conversation_page_json(
     values come from typed columns. Tests compare each item with `conversation_out`.
     """
     tags = await queries.tags_of(session, [row[0] for row in rows])
+    slas = await sla_service.views(
+        session, [row[0] for row in rows], now=now or SystemClock().now()
+    )
     items = []
     # Unpacked in the order list_conversations gives: reading a Row's fields by name costs
     # more than building the whole page.
@@ -165,6 +182,7 @@ async def conversation_page_json(
         subject,
         status,
         priority,
+        priority_source,
         assignee_id,
         contact_id,
         contact_email,
@@ -179,6 +197,7 @@ async def conversation_page_json(
         updated_at,
         version,
         _priority_rank,
+        _sla_due_at,
     ) in rows:
         contact = None
         if contact_id is not None:
@@ -190,6 +209,7 @@ async def conversation_page_json(
                 "subject": subject,
                 "status": status,
                 "priority": priority,
+                "priority_source": priority_source,
                 "assignee_id": assignee_id,
                 "contact": contact,
                 "snippet": snippet,
@@ -202,16 +222,19 @@ async def conversation_page_json(
                 "created_at": created_at,
                 "updated_at": updated_at,
                 "version": version,
+                "sla": slas.get(id_),
             }
         )
     return to_json({"items": items, "next_cursor": next_cursor})
 
 
-async def conversation_out(session: AsyncSession, conversation: Conversation) -> ConversationOut:
+async def conversation_out(
+    session: AsyncSession, conversation: Conversation, *, now: datetime | None = None
+) -> ConversationOut:
     contact = (
         await session.get(Contact, conversation.contact_id) if conversation.contact_id else None
     )
-    return (await conversations_out(session, [(conversation, contact)]))[0]
+    return (await conversations_out(session, [(conversation, contact)], now=now))[0]
 
 
 async def update_conversation(
@@ -258,10 +281,20 @@ async def update_conversation(
             data={"previous_status": previous, "status": status},
             event=EventType.CONVERSATION_STATUS_CHANGED,
         )
+        await sla_hooks.on_status_changed(
+            session, conversation, previous, now=now, actor_id=actor_id
+        )
         changed = True
     if patch.priority is not None and patch.priority != conversation.priority:
         previous = conversation.priority
         conversation.priority = patch.priority
+        # A person's choice: rules never change it afterwards (rules/engine.py).
+        conversation.priority_source = {
+            "type": "user",
+            "rule_id": None,
+            "keyword": None,
+            "user_id": actor_id,
+        }
         if not changed:
             _bump(conversation, now)
         await activity.record(
@@ -273,10 +306,11 @@ async def update_conversation(
             data={
                 "previous_priority": previous,
                 "priority": patch.priority,
-                "priority_source": {"user_id": actor_id},
+                "priority_source": conversation.priority_source,
             },
             event=EventType.CONVERSATION_PRIORITY_CHANGED,
         )
+        await sla_hooks.on_priority_changed(session, conversation)
     await session.flush()
     await session.refresh(conversation, ["priority_rank"])
     return conversation

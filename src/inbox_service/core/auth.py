@@ -37,6 +37,7 @@ class Caller:
     role: Role
     inbox_ids: frozenset[str] | None
     key_id: str | None = None
+    session_token_id: str | None = None  # set when a browser session token authenticated
 
     @property
     def is_admin(self) -> bool:

@@ -56,6 +56,20 @@ class Settings(BaseSettings):
     imap_rescan_seconds: float = Field(
         default=5.0, gt=0, description="How often a worker looks for inboxes to take over."
     )
+    smtp_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=300,
+        description="Connect and read timeout for SMTP servers; a whole send takes at most "
+        "three times this.",
+    )
+    reply_max_attempts: int = Field(
+        default=12,
+        ge=1,
+        le=50,
+        description="Attempts per reply on temporary SMTP failures (backoff 30 s doubling to "
+        "1 h: 12 span about 6 hours) before it is `failed`.",
+    )
     webhook_allow_private: bool = Field(
         default=False,
         description="Let webhooks reach private, loopback and link-local addresses (tests, "
@@ -89,16 +103,37 @@ class Settings(BaseSettings):
         "takes effect within this time (at once in the process that made it); 0: check "
         "every request.",
     )
+    csat_page_url: str | None = Field(
+        default=None,
+        description="Your page that shows the rating form; `{{ csat.url }}` is this URL "
+        "with the signed token in place of `{token}`, or added as `?token=`. Unset: no "
+        "rating links (needs INBOX_SECRET_KEY too).",
+    )
+    csat_link_days: int = Field(
+        default=30, ge=1, le=365, description="How long a rating link stays valid."
+    )
     log_level: str = Field(default="INFO", description="Python logging level.")
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Comma-separated browser origins allowed by CORS."
+        default_factory=list,
+        description="Comma-separated browser origins (`https://app.example.com`) allowed to "
+        "call `/v1/*` with CORS; none by default. `*` is refused: credentials are involved.",
     )
 
     @field_validator("cors_allow_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _no_wildcard_origin(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if "*" in origin:
+                raise ValueError("CORS_ALLOW_ORIGINS lists origins; `*` is refused")
+            if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+                raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
         return value
 
 

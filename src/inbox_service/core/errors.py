@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -198,13 +199,30 @@ def _path_matches(template: str, path: str) -> bool:
     )
 
 
+def _literal_segments(template: str) -> int:
+    return sum(1 for part in template.split("/") if not part.startswith("{"))
+
+
 def _allowed_methods(request: Request) -> set[str]:
-    """Every documented method of the request's path (405 answers must name them all)."""
-    methods: set[str] = set()
-    for template, operations in request.app.openapi().get("paths", {}).items():
-        if _path_matches(template, request.scope["path"]):
-            methods |= {m.upper() for m in operations if m in _HTTP_METHODS}
-    return methods
+    """Every documented method of the request's resource (405 answers must name them all).
+
+    Only the most specific templates count, as in routing: `/v1/conversations/bulk` is its
+    own resource, not `/v1/conversations/{conversation_id}` with the id "bulk"."""
+    matching = [
+        (template, operations)
+        for template, operations in request.app.openapi().get("paths", {}).items()
+        if _path_matches(template, request.scope["path"])
+    ]
+    if not matching:
+        return set()
+    most_specific = max(_literal_segments(template) for template, _ in matching)
+    return {
+        method.upper()
+        for template, operations in matching
+        if _literal_segments(template) == most_specific
+        for method in operations
+        if method in _HTTP_METHODS
+    }
 
 
 async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
@@ -217,8 +235,9 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 405:
         # FastAPI names only the first route that matched the path (`GET` for
         # `/v1/users`), but RFC 9110 wants every method of the resource in `Allow`.
-        allowed = _allowed_methods(request)
-        allowed.update(m.strip() for m in headers.get("Allow", "").split(",") if m.strip())
+        allowed = _allowed_methods(request) or {
+            m.strip() for m in headers.get("Allow", "").split(",") if m.strip()
+        }
         headers["Allow"] = ", ".join(sorted(allowed))
     return problem_response(
         exc.status_code,
@@ -229,7 +248,18 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# PostgreSQL refuses NUL in text ("invalid byte sequence"), whatever field it came in.
+_UNSTORABLE_TEXT = {"22021", "22P05"}
+
+
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, DBAPIError) and _sqlstate(exc) in _UNSTORABLE_TEXT:
+        return problem_response(
+            422,
+            slug="invalid",
+            title="Invalid request",
+            detail="text must not contain NUL characters",
+        )
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(500, slug="internal-error", title="Internal error")
 
@@ -251,3 +281,8 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in statuses
     }
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code if isinstance(code, str) else None

@@ -38,6 +38,7 @@ class EventType(enum.StrEnum):
     PRESENCE_CHANGED = "presence.changed"
     SLA_WARNING = "sla.warning"
     SLA_BREACHED = "sla.breached"
+    CSAT_RECEIVED = "csat.received"
     INBOX_SYNC_FAILED = "inbox.sync_failed"
     WEBHOOK_TEST = "webhook.test"
     INBOX_CREATED = "inbox.created"

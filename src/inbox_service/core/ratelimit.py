@@ -1,8 +1,9 @@
 """Per-key rate limits, shared by every API replica through PostgreSQL.
 
-A fixed one-minute window per bucket (the API key's id, or the client address for
-requests without a genuine key), counted with one upsert on an UNLOGGED table: no
-WAL, so it is cheap, and losing the counters in a database crash only forgives a minute.
+A fixed one-minute window per bucket (the API key's id, a browser session token's id, or
+the client address for requests without a genuine one), counted with one upsert on an
+UNLOGGED table: no WAL, so it is cheap, and losing the counters in a database crash only
+forgives a minute.
 
 "Genuine" is checked in that same statement (key id and secret hash exist): a key's
 checksum is public, so a well-formed key proves nothing. Trusting it would let anyone
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from urllib.parse import parse_qs
 
 from sqlalchemy import Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -27,6 +29,7 @@ from inbox_service.core.auth import hash_secret, parse_api_key
 from inbox_service.core.clock import Clock
 from inbox_service.core.db import Base, SessionMaker, transaction
 from inbox_service.core.errors import PROBLEM_JSON, TYPE_BASE
+from inbox_service.sessions.tokens import parse_token
 
 WINDOW = timedelta(minutes=1)
 
@@ -47,6 +50,10 @@ _COUNT = text(
                WHEN EXISTS (
                    SELECT 1 FROM api_keys WHERE key_id = :key_id AND secret_hash = :secret_hash
                ) THEN 'key:' || :key_id
+               WHEN EXISTS (
+                   SELECT 1 FROM session_tokens
+                   WHERE token_id = :token_id AND secret_hash = :token_hash
+               ) THEN 'tok:' || :token_id
                ELSE :address_bucket
            END,
            :window,
@@ -59,13 +66,20 @@ _COUNT = text(
 
 
 def bucket_params(scope: Scope) -> dict[str, str | None]:
-    """The key's id and secret hash (None without a well-formed key) and the address bucket."""
-    authorization = header(scope, b"authorization") or ""
-    parsed = parse_api_key(authorization.partition(" ")[2].strip())
+    """The key's (or browser session token's) id and secret hash, None without a
+    well-formed one, and the address bucket."""
+    credential = (header(scope, b"authorization") or "").partition(" ")[2].strip()
+    if not credential:  # the event stream also takes `?access_token=`
+        query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
+        credential = (query.get("access_token") or [""])[0]
+    parsed = parse_api_key(credential)
+    token = parse_token(credential)
     client = scope.get("client")
     return {
         "key_id": parsed[0] if parsed else None,
         "secret_hash": hash_secret(parsed[1]) if parsed else None,
+        "token_id": token[0] if token else None,
+        "token_hash": hash_secret(token[1]) if token else None,
         "address_bucket": f"ip:{client[0] if client else 'unknown'}",
     }
 

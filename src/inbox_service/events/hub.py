@@ -2,10 +2,12 @@
 
     commit of a transaction that wrote events ── NOTIFY inbox_events ──────┐
     commit after publish_ephemeral() ─────────── NOTIFY inbox_ephemeral ───┤
+    a user's credentials revoked or deleted ───── NOTIFY inbox_auth ───────┤
                                                                            ▼
-                StreamHub: one asyncpg connection LISTENing on both; reconnects with backoff
+                StreamHub: one asyncpg connection LISTENing on all three; reconnects with backoff
                     │ inbox_events:    wake every stream of this process
                     │ inbox_ephemeral: queue the message for the streams allowed to see it
+                    │ inbox_auth:      that user's streams re-check their credential now
                     ▼
                 Subscription, one per open stream: a wake flag and a small ephemeral queue
 
@@ -38,6 +40,8 @@ import asyncpg
 import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from inbox_service.core.auth import Caller
 from inbox_service.events.schemas import EventOut
@@ -46,6 +50,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "inbox_events"
 EPHEMERAL_CHANNEL = "inbox_ephemeral"
+AUTH_CHANNEL = "inbox_auth"  # payload: a user id
 LISTENER_APPLICATION_NAME = "inbox-service-sse-listener"
 # A stream this far behind on ephemeral messages drops the oldest: presence is a snapshot.
 EPHEMERAL_BACKLOG = 256
@@ -55,6 +60,14 @@ _MAX_RETRY_SECONDS = 30.0
 _HEALTH_CHECK_SECONDS = 30.0
 _TIMEOUT_SECONDS = 10.0
 _CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+async def notify_credentials_changed(session: AsyncSession, user_id: str) -> None:
+    """At commit, make `user_id`'s open streams (in every API process) re-check their
+    credential now rather than at the next `sse_auth_recheck_seconds`."""
+    await session.execute(
+        text("SELECT pg_notify(:channel, :user_id)"), {"channel": AUTH_CHANNEL, "user_id": user_id}
+    )
 
 
 class Subscription:
@@ -67,6 +80,7 @@ class Subscription:
         self.log_changed = False  # events committed since the stream last read the log
         self.ephemeral: deque[EventOut] = deque(maxlen=EPHEMERAL_BACKLOG)
         self.stopped = False
+        self.recheck = False  # the caller's credentials changed: re-check before going on
 
     def wants(self, event: EventOut) -> bool:
         """The feed's rules: the listed types only, and only the caller's inboxes."""
@@ -134,6 +148,12 @@ class StreamHub:
                 subscription.ephemeral.append(event)
                 subscription.wake.set()
 
+    def _on_auth(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        for subscription in self._subscriptions:
+            if subscription.caller.user_id == str(payload):
+                subscription.recheck = True
+                subscription.wake.set()
+
     async def _listen(self, dsn: str) -> None:
         """LISTEN until cancelled, reconnecting with exponential backoff."""
         retry = _FIRST_RETRY_SECONDS
@@ -164,6 +184,7 @@ class StreamHub:
         connection.add_termination_listener(lambda _: lost.set())
         await connection.add_listener(EVENTS_CHANNEL, self._wake_all)
         await connection.add_listener(EPHEMERAL_CHANNEL, self._on_ephemeral)
+        await connection.add_listener(AUTH_CHANNEL, self._on_auth)
         self.listening.set()
         self._wake_all()  # whatever committed while nobody listened
         while True:

@@ -11,6 +11,7 @@ from inbox_service.core.pagination import MAX_LIMIT
 from inbox_service.events import service
 from inbox_service.events.schemas import EventFeed, EventOut
 from inbox_service.events.stream import MEDIA_TYPE, EventStreamResponse, event_stream
+from inbox_service.sessions.deps import QueryTokenCaller
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=problems(401, 422, 429))
 
@@ -88,7 +89,7 @@ A `: keep-alive` comment is sent when idle."""
 async def stream_events(
     request: Request,
     session: Session,
-    caller: CurrentCaller,
+    caller: QueryTokenCaller,
     types: TypesQuery = None,
     last_event_id: Annotated[
         str | None,
@@ -108,7 +109,8 @@ async def stream_events(
         ),
     ] = None,
 ) -> EventStreamResponse:
-    """The event log, live (Server-Sent Events), scoped and filtered like the feed."""
+    """The event log, live (Server-Sent Events), scoped and filtered like the feed. Browsers
+    authenticate with `?access_token=<session token>` (`EventSource` sends no headers)."""
     wanted = _wanted_types(types)
     if last_event_id_header:
         cursor = service.check_cursor(last_event_id_header, ["header", "Last-Event-ID"])

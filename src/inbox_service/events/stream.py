@@ -12,9 +12,11 @@
 
 The loop: read the feed after the cursor, a page per short transaction, and only then write
 (a slow client never holds a database connection) → write queued ephemeral messages → every
-`sse_auth_recheck_seconds`, authenticate the request's key again (revoked, expired, user
-deleted: the stream ends; memberships changed: the scope follows) → wait for a wake-up from
-the hub, the poll interval, the keep-alive or the re-check, whichever comes first. The
+`sse_auth_recheck_seconds`, and at once when the hub says the user's credentials were
+revoked (a key, session tokens, the user deleted), authenticate the request's credential
+again (revoked, expired, user deleted: the stream ends; memberships changed: the scope
+follows) → wait for a wake-up from the hub, the poll interval, the keep-alive or the
+re-check, whichever comes first. The
 stream ends when the client leaves, when its key stops working, when the server stops, and
 on a database error (the client reconnects with `Last-Event-ID` and loses nothing).
 """
@@ -127,7 +129,8 @@ async def event_stream(
                 yield _message(subscription.ephemeral.popleft(), None)
                 last_sent = loop.time()
             now = loop.time()
-            if now >= recheck_at:
+            if now >= recheck_at or subscription.recheck:
+                subscription.recheck = False
                 caller_now = await _authenticate_again(request, sessionmaker)
                 if caller_now is None:
                     return

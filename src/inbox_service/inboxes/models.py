@@ -33,6 +33,28 @@ class Inbox(TimestampMixin, Base):
     imap_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Subject fallback threading looks this many days back (0 turns it off).
     subject_threading_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
+    # Who gets new conversations: off | round_robin | least_loaded (assignment/).
+    auto_assignment: Mapped[str] = mapped_column(String(16), default="off", server_default="off")
+
+    # SMTP: where replies go (issue 6). The secret is Fernet-encrypted like IMAP's.
+    smtp_host: Mapped[str | None] = mapped_column(String(255))
+    smtp_port: Mapped[int | None] = mapped_column(Integer)
+    smtp_security: Mapped[str] = mapped_column(String(16), default="ssl", server_default="ssl")
+    smtp_username: Mapped[str | None] = mapped_column(String(320))
+    smtp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    # IMAP folder for a copy of each sent reply (None: no copy).
+    smtp_sent_folder: Mapped[str | None] = mapped_column(Text)
+    # The provider files sent mail itself (Gmail, Microsoft 365): no APPEND, and a send of
+    # unknown outcome is reconciled by searching `smtp_sent_folder` for its Message-ID.
+    smtp_provider_files_sent: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    undo_send_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    auto_ack_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    auto_ack_template_id: Mapped[str | None] = mapped_column(String(40))
+    auto_ack_window_seconds: Mapped[int] = mapped_column(
+        Integer, default=86_400, server_default="86400"
+    )
 
 
 class InboxMember(Base):

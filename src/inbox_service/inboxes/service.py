@@ -8,20 +8,42 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from inbox_service.assignment import service as assignment_service
 from inbox_service.core.auth import Caller
 from inbox_service.core.crypto import CredentialCipher
 from inbox_service.core.errors import Invalid, NotFound
 from inbox_service.core.events import EventType, emit
 from inbox_service.core.ids import new_id
 from inbox_service.core.pagination import PageParams, keyset_page
-from inbox_service.inboxes.mail_settings import apply_imap_settings
+from inbox_service.inboxes.mail_settings import (
+    AutoAckIn,
+    apply_auto_ack,
+    apply_imap_settings,
+    apply_smtp_settings,
+)
 from inbox_service.inboxes.models import Inbox, InboxMember
 from inbox_service.inboxes.schemas import InboxIn, InboxOut, InboxPatch
 from inbox_service.ingest import service as ingest_service
+from inbox_service.templates.models import Template
 from inbox_service.users import service as users_service
 
 # PATCH fields an inbox cannot be without: null there is a mistake, not "leave as is".
-_NOT_NULL = {"name", "address"}
+_NOT_NULL = {"name", "address", "auto_assignment"}
+_NOT_NULL |= {"undo_send_seconds"}
+# Settings objects applied by their own functions, not copied field by field.
+_NESTED = {"imap", "smtp", "auto_ack"}
+
+
+async def _check_auto_ack(session: AsyncSession, inbox_id: str, settings: AutoAckIn | None) -> None:
+    """The acknowledgement template must exist and be usable in this inbox."""
+    if settings is None or settings.template_id is None:
+        return
+    template = await session.get(Template, settings.template_id)
+    if template is None or template.inbox_id not in (None, inbox_id):
+        raise Invalid(
+            f"no template {settings.template_id} usable in this inbox",
+            loc=["body", "auto_ack", "template_id"],
+        )
 
 
 def _snapshot(inbox: Inbox) -> dict[str, object]:
@@ -48,8 +70,11 @@ async def create_inbox(
 ) -> Inbox:
     """A new inbox; with IMAP settings, the workers start syncing it right away."""
     inbox = Inbox(id=new_id("inb"), created_at=now, updated_at=now, version=1,
-                  **data.model_dump(exclude={"imap"}))  # fmt: skip
+                  **data.model_dump(exclude=_NESTED))  # fmt: skip
     apply_imap_settings(inbox, data.imap, cipher)
+    apply_smtp_settings(inbox, data.smtp, cipher)
+    await _check_auto_ack(session, inbox.id, data.auto_ack)
+    apply_auto_ack(inbox, data.auto_ack)
     session.add(inbox)
     await session.flush()
     if data.imap is not None:
@@ -67,7 +92,7 @@ async def update_inbox(
     cipher: CredentialCipher | None = None,
 ) -> Inbox:
     """Apply `patch`; an empty patch changes nothing (no new version, no event)."""
-    changes = patch.model_dump(exclude_unset=True, exclude={"imap"})
+    changes = patch.model_dump(exclude_unset=True, exclude=_NESTED)
     nulls = sorted(field for field in _NOT_NULL if field in changes and changes[field] is None)
     if nulls:
         raise Invalid(f"{nulls[0]} cannot be null", loc=["body", nulls[0]])
@@ -75,13 +100,18 @@ async def update_inbox(
         raise Invalid(
             "subject_threading_days cannot be null", loc=["body", "subject_threading_days"]
         )
-    if not changes and "imap" not in patch.model_fields_set:
+    if not changes and not _NESTED & patch.model_fields_set:
         return inbox
     for field, value in changes.items():
         setattr(inbox, field, value)
     if "imap" in patch.model_fields_set:
         apply_imap_settings(inbox, patch.imap, cipher)
         await ingest_service.settings_changed(session, inbox.id)
+    if "smtp" in patch.model_fields_set:
+        apply_smtp_settings(inbox, patch.smtp, cipher)
+    if "auto_ack" in patch.model_fields_set:
+        await _check_auto_ack(session, inbox.id, patch.auto_ack)
+        apply_auto_ack(inbox, patch.auto_ack)
     inbox.version += 1
     inbox.updated_at = now
     await session.flush()
@@ -122,6 +152,7 @@ async def add_member(
             now=now,
             inbox_id=inbox.id,
         )
+        await assignment_service.wake(session, user_id=user_id, now=now)  # waiting work
     return member, created is not None
 
 

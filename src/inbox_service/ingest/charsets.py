@@ -199,8 +199,10 @@ def _flush(pending: list[tuple[str | None, bytearray]], out: list[str]) -> None:
 
 
 # Everything `str.splitlines()` treats as a line break, plus NUL and the other C0/C1
-# controls except TAB. Header-bound text must never carry a line break (F2).
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x80-\x9f\u2028\u2029]+")
+# controls except TAB. Header-bound text must never carry a line break (F2). Lone
+# surrogates (the stdlib's stand-ins for undecodable bytes, e.g. from an encoded word with
+# no charset) cannot be encoded as UTF-8, so neither stored nor sent: they go too.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x80-\x9f\u2028\u2029\ud800-\udfff]+")
 _SPACES = re.compile(r"\s+")
 
 

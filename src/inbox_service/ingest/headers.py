@@ -141,7 +141,7 @@ _BARE_LOCAL = re.compile(r'[^\s<>()\[\],;:"@\\]+')
 
 def make_address(name: str | None, addr_spec: str) -> Address | None:
     """An Address, or None when there is no usable address (a bare phrase, `<>`, junk)."""
-    addr_spec = addr_spec.strip()
+    addr_spec = clean_header_text(addr_spec)
     local, at, domain = addr_spec.rpartition("@")
     if at:
         quoted = len(local) > 1 and local.startswith('"') and local.endswith('"')

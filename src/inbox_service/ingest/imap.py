@@ -12,8 +12,9 @@ The rest of the service sees `ImapSession`, three frozen dataclasses and one exc
 
 What this module guarantees:
 
-* It only reads. Folders are opened with EXAMINE, never SELECT, and bodies are fetched with
-  BODY.PEEK[], never BODY[] or RFC822, which would set \\Seen (F5).
+* It only reads, but for `append` (the Sent copy of a reply). Folders are opened with
+  EXAMINE, never SELECT, and bodies are fetched with BODY.PEEK[], never BODY[] or RFC822,
+  which would set \\Seen (F5).
 * Every network step is bounded by `ImapSettings.timeout`. A FETCH is bounded by inactivity
   (no bytes for `timeout` seconds) so large messages can still arrive. A dropped connection
   fails the step at once; aioimaplib would leave the command pending (its issue #110 is one
@@ -285,6 +286,36 @@ class ImapSession:
                 if isinstance(header, bytes) and (message_id := _message_id(header)):
                     found[uid] = message_id
         return found
+
+    async def search_message_id(self, message_id: str) -> list[int]:
+        """UIDs in the open folder whose Message-ID header contains `message_id` (how an
+        outgoing reply of unknown outcome is looked for in the Sent folder)."""
+        self._require_folder()
+        response = await self._step(
+            "UID SEARCH HEADER",
+            self._protocol.search(
+                "HEADER", "Message-ID", _quoted(message_id), charset=None, by_uid=True
+            ),
+        )
+        self._require_ok("UID SEARCH HEADER", response)
+        return sorted(
+            {
+                int(token)
+                for line in _lines(response)[:-1]
+                if _NUMBERS_RE.fullmatch(line)
+                for token in line.split()
+            }
+        )
+
+    async def append(self, folder: str, raw: bytes, *, flags: Sequence[str] = ("\\Seen",)) -> None:
+        """APPEND `raw` to `folder` with `flags`: the one write, for a reply's Sent copy."""
+        response = await self._step(
+            f"APPEND {folder}",
+            self._protocol.append(
+                raw, _mailbox(folder), " ".join(flags) or None, None, timeout=self._settings.timeout
+            ),
+        )
+        self._require_ok(f"APPEND {folder}", response)
 
     async def wait_for_change(self, timeout: float) -> bool:  # noqa: ASYNC109 (a result, not a deadline)
         """IDLE until the server reports new mail (True) or `timeout` seconds pass (False).

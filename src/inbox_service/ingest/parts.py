@@ -31,6 +31,9 @@ from inbox_service.ingest.charsets import clean_header_text, decode_bytes, decod
 from inbox_service.ingest.headers import normalize_message_id
 
 MAX_DEPTH = 20
+# A media type as RFC 2045 tokens; anything else (a NUL, spaces, …) is invalid syntax,
+# which RFC 2045 §5.2 reads as text/plain. PostgreSQL text cannot even hold a NUL.
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 MAX_PARTS = 500
 if TYPE_CHECKING:
     Msg = Message[Any, Any]
@@ -101,6 +104,11 @@ def _param_text(value: object) -> str | None:
     return str(collapse_rfc2231_value(str(value)))
 
 
+def _media_type(part: Msg) -> str:
+    content_type = part.get_content_type()
+    return content_type if _MEDIA_TYPE.fullmatch(content_type) else "text/plain"
+
+
 def _pick(params: Sequence[tuple[str, Any]], name: str) -> str | None:
     """`Message.get_param(name)` over a `get_params()` list: the first match wins."""
     return next((_param_text(v) for k, v in params if k.lower() == name), None)
@@ -111,7 +119,7 @@ def info_fast(part: Msg) -> PartInfo:
     cd_params = part.get_params(None, header="content-disposition") or []
     filename = _pick(cd_params, "filename")
     return PartInfo(
-        content_type=part.get_content_type(),
+        content_type=_media_type(part),
         charset=_pick(ct_params, "charset"),
         disposition=part.get_content_disposition(),
         filename=filename if filename is not None else _pick(ct_params, "name"),
@@ -130,7 +138,7 @@ def info_full(part: Msg) -> PartInfo:
         disposition, cd_params = cd.content_disposition, cd.params
     filename = cd_params.get("filename", ct_params.get("name"))
     return PartInfo(
-        content_type=part.get_content_type(),
+        content_type=_media_type(part),
         charset=ct_params.get("charset"),
         disposition=disposition.lower() if disposition else None,
         filename=fix_8bit(filename) if filename is not None else None,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inbox_service.core.clock import Clock
@@ -103,8 +104,14 @@ class MailSupervisor:
                             _first(stopping, self._rescan), self.config.rescan_seconds
                         )
                     self._rescan.clear()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError) as exc:
+                # DBAPIError: the pool's connection (SQLAlchemy-wrapped) failed in a scan
                 log.warning("mail supervisor lost its database connection: %s", exc)
+                await _interruptible_sleep(stopping, 1.0)
+            except Exception:
+                # anything else must not end the service either: the worker would live on
+                # without ingest, and nothing would restart it
+                log.exception("mail supervisor scan failed; retrying")
                 await _interruptible_sleep(stopping, 1.0)
             finally:
                 await self._release_all()

@@ -4,9 +4,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inbox_service.core.inputs import StrictIn
 from inbox_service.core.pagination import Page
 from inbox_service.inboxes.mail_settings import ImapSettingsIn
-from inbox_service.users.schemas import StrictIn
 
 
 class SyncError(BaseModel):

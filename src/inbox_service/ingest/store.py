@@ -32,6 +32,7 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from inbox_service.assignment import service as assignment_service
 from inbox_service.contacts.models import Contact
 from inbox_service.conversations.activity import conversation_summary
 from inbox_service.conversations.models import (
@@ -45,6 +46,9 @@ from inbox_service.core.events import Event, EventType
 from inbox_service.core.ids import new_id
 from inbox_service.ingest.mime import Address, ParsedMessage, fallback_message_id
 from inbox_service.ingest.subjects import base_subject, thread_index_guid
+from inbox_service.replies import autoack
+from inbox_service.rules import engine as rules_engine
+from inbox_service.sla import hooks as sla_hooks
 
 TOKEN_RE = re.compile(r"\.([0-9a-f]{16})@")
 PLUS_TOKEN_RE = re.compile(r"\+([0-9a-f]{16})@")
@@ -165,6 +169,15 @@ async def store_batch(
             result.conversations_created += int(created)
         batch.locate(item, known[key])
     await batch.write()
+    # Priority rules, in this transaction: before anything that looks at the priority.
+    await rules_engine.apply_to_ingested(
+        session, batch.messages, batch.conversations.values(), now=now
+    )
+    # SLA clocks after the rules set the priority their targets depend on.
+    await sla_hooks.on_messages(session, batch.sla_signals, now=now)
+    await assignment_service.on_ingested(session, batch.events, now=now)
+    # After rules and SLA: the acknowledgement may quote the expected response time.
+    await autoack.on_new_conversations(session, inbox.inbox_id, batch.created, now=now)
     return result
 
 
@@ -210,6 +223,8 @@ class _Batch:
         self.attachments: list[dict[str, Any]] = []
         self.locations: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
+        self.created: list[autoack.FirstMessage] = []  # what auto-acknowledgement looks at
+        self.sla_signals: list[sla_hooks.MessageSignal] = []  # for the SLA clocks
 
     async def prefetch(self, items: Sequence[Incoming]) -> None:
         """Everything threading may look up, for the whole batch, in a handful of queries."""
@@ -333,6 +348,16 @@ class _Batch:
         if conversation is not None:
             self._remember(parsed, conversation.id)
             self._apply(conversation, row, created=created)
+            if created:
+                self.created.append(
+                    autoack.FirstMessage(
+                        conversation=conversation,
+                        direction=row["direction"],
+                        sender=row["from_address"],
+                        auto_kind=row["auto_kind"],
+                        message_id=row["message_id"],
+                    )
+                )
         return row["id"], created
 
     async def _thread(
@@ -496,11 +521,14 @@ class _Batch:
             conversation.snippet = row["snippet"]
         reopened = False
         if row["direction"] == "inbound" and row["auto_kind"] is None:
+            self.sla_signals.append((conversation, "customer", row["received_at"]))
             conversation.waiting_since = conversation.waiting_since or row["received_at"]
             if conversation.status == "resolved":
                 conversation.status = "open"
                 reopened = True
         elif row["direction"] == "outbound":
+            if row["auto_kind"] is None:  # our auto-ack is no answer
+                self.sla_signals.append((conversation, "team", row["received_at"]))
             conversation.waiting_since = None  # we answered
         conversation.updated_at = self.now
         if not created:

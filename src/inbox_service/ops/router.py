@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -10,7 +12,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from inbox_service.core.db import SessionMaker
 from inbox_service.core.errors import problem_response
+from inbox_service.core.metrics import collect_database_gauges
 from inbox_service.core.migrations import head_revision
+
+log = logging.getLogger(__name__)
+# Probes and scrapes take no credentials.
+PUBLIC: dict[str, object] = {"security": []}
 
 router = APIRouter(tags=["ops"])
 
@@ -25,13 +32,18 @@ class Readiness(BaseModel):
     migration: str | None
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health, openapi_extra=PUBLIC)
 async def get_health() -> Health:
     """The process is up (no dependencies checked)."""
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"description": "Not ready"}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"description": "Not ready"}},
+    openapi_extra=PUBLIC,
+)
 async def get_readiness(request: Request) -> Response | Readiness:
     """The database answers and its schema is at the migration head this code expects."""
     sessionmaker: SessionMaker = request.app.state.sessionmaker
@@ -56,7 +68,19 @@ async def get_readiness(request: Request) -> Response | Readiness:
     return Readiness(status="ok", database="ok", migration=current)
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def get_metrics() -> Response:
-    """Prometheus metrics of this process."""
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+    openapi_extra=PUBLIC,
+)
+async def get_metrics(request: Request) -> Response:
+    """Prometheus metrics of this process, and the deployment's from the database (messages
+    ingested, sync lag and failures per inbox, webhook deliveries by state, outbox depth)."""
+    sessionmaker: SessionMaker = request.app.state.sessionmaker
+    try:
+        async with sessionmaker() as session:
+            await collect_database_gauges(session, request.app.state.clock.now())
+    except SQLAlchemyError:  # the process metrics still answer; the gauges keep old values
+        log.warning("metrics: the database gauges could not be read", exc_info=True)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -13,6 +13,9 @@
 
 Only keys that authenticated are kept; a wrong secret is a different entry (the key is the
 secret's hash) and always reaches the database.
+
+Browser session tokens (`sessions/`) are never cached: each request checks them in the
+database, so a revoked or expired token fails on the very next request in every process.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.orm import Session as OrmSession
 
-from inbox_service.core.auth import Caller, bearer_token, hash_secret, parse_api_key
+from inbox_service.core.auth import Caller, hash_secret, parse_api_key
 from inbox_service.core.clock import Clock
 from inbox_service.core.errors import Unauthorized
 from inbox_service.inboxes.models import Inbox, InboxMember
+from inbox_service.sessions.service import authenticate_token
+from inbox_service.sessions.tokens import is_session_token, request_credential
 from inbox_service.users.models import ApiKey, User
 
 # last_used_at is a hint for humans; writing it on every request would cost a row update.
@@ -105,17 +110,21 @@ async def _check(session: AsyncSession, key_id: str, secret: str, now: datetime)
     return _Checked(caller, key.expires_at, last_used_at)
 
 
-def _parsed_key(request: Request) -> tuple[str, str]:
-    parsed = parse_api_key(bearer_token(request))
+def _parsed_key(credential: str) -> tuple[str, str]:
+    parsed = parse_api_key(credential)
     if parsed is None:
         raise Unauthorized("malformed API key")
     return parsed
 
 
 async def authenticate(session: AsyncSession, request: Request) -> Caller:
-    """The caller behind the request's bearer key; 401 for a missing, bad or revoked key."""
+    """The caller behind the request's bearer key or session token; 401 for a missing, bad,
+    expired or revoked one."""
     clock: Clock = request.app.state.clock
-    key_id, secret = _parsed_key(request)
+    credential = request_credential(request)
+    if is_session_token(credential):
+        return await authenticate_token(session, credential, clock.now())
+    key_id, secret = _parsed_key(credential)
     return (await _check(session, key_id, secret, clock.now())).caller
 
 
@@ -147,7 +156,10 @@ class CachedAuthenticator:
 
     async def __call__(self, session: AsyncSession, request: Request) -> Caller:
         clock: Clock = request.app.state.clock
-        key_id, secret = _parsed_key(request)
+        credential = request_credential(request)
+        if is_session_token(credential):  # never cached (module docstring)
+            return await authenticate_token(session, credential, clock.now())
+        key_id, secret = _parsed_key(credential)
         cache_key = (key_id, hash_secret(secret))
         now = clock.now()
         entry = self._entries.get(cache_key)

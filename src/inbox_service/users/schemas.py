@@ -5,10 +5,12 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
+from inbox_service.core.inputs import StrictIn
+from inbox_service.core.openapi import named_enum
 from inbox_service.core.pagination import Page
 
-Availability = Literal["available", "away"]
-RoleName = Literal["admin", "agent"]
+Availability = Annotated[Literal["available", "away"], named_enum("Availability")]
+RoleName = Annotated[Literal["admin", "agent"], named_enum("Role")]
 # Names end up in mail headers later: no control characters (CR/LF injection).
 Name = Annotated[
     str,
@@ -16,12 +18,6 @@ Name = Annotated[
         strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$"
     ),
 ]
-
-
-class StrictIn(BaseModel):
-    """Request bodies refuse unknown fields: a typo is an error, not a silent no-op."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class UserIn(StrictIn):

@@ -8,10 +8,12 @@ from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from inbox_service.assignment import service as assignment_service
 from inbox_service.core.auth import Caller, new_api_key
 from inbox_service.core.errors import Conflict, Forbidden, Invalid, NotFound
 from inbox_service.core.ids import new_id
 from inbox_service.core.pagination import PageParams, keyset_page
+from inbox_service.events.hub import notify_credentials_changed
 from inbox_service.inboxes.models import InboxMember
 from inbox_service.users.models import ApiKey, User
 from inbox_service.users.schemas import ApiKeyIn, UserIn, UserPatch
@@ -96,6 +98,8 @@ async def update_user(
         await session.flush()
     except IntegrityError as exc:  # a concurrent change took the address first
         raise Conflict(f"a user with email {changes.get('email')} exists") from exc
+    if changes.get("availability") == "available" or "capacity" in changes:
+        await assignment_service.wake(session, user_id=user.id, now=now)  # waiting work
     return user
 
 
@@ -125,6 +129,7 @@ async def delete_user(session: AsyncSession, user: User, *, now: datetime) -> No
         .values(revoked_at=now)
     )
     await session.execute(delete(InboxMember).where(InboxMember.user_id == user.id))
+    await notify_credentials_changed(session, user.id)  # their open streams end now
     await session.flush()
 
 
@@ -132,6 +137,8 @@ async def create_api_key(
     session: AsyncSession, caller: Caller, data: ApiKeyIn, *, now: datetime
 ) -> tuple[ApiKey, str]:
     """A new key and its one-time secret. Admins may create keys for other users."""
+    if caller.session_token_id is not None:
+        raise Forbidden("a session token cannot create API keys: use an API key")
     owner_id = data.user_id or caller.user_id
     if owner_id != caller.user_id:
         if not caller.is_admin:
@@ -178,6 +185,7 @@ async def revoke_api_key(
         raise NotFound(f"no API key {key_id}")
     if key.revoked_at is None:
         key.revoked_at = now
+        await notify_credentials_changed(session, key.user_id)  # its open streams end now
     await session.flush()
 
 

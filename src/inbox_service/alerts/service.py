@@ -28,14 +28,8 @@ async def raise_alert(
     data: dict[str, Any] | None = None,
 ) -> Alert:
     """Record an alert in the caller's transaction."""
-    alert = Alert(
-        id=new_id("alr"),
-        kind=kind,
-        message=message[:500],
-        inbox_id=inbox_id,
-        conversation_id=conversation_id,
-        data=data or {},
-        created_at=now,
+    alert = new_alert(
+        kind, message, now=now, inbox_id=inbox_id, conversation_id=conversation_id, data=data
     )
     session.add(alert)
     await session.flush()

@@ -46,19 +46,6 @@ _CLAIMED = (
     _c.sla_policy_id,
     _c.merged_into_id,
 )
-_TIMER_FIELDS = (
-    "cycle",
-    "target_seconds",
-    "started_at",
-    "consumed_seconds",
-    "running_since",
-    "due_at",
-    "warn_at",
-    "warned_at",
-    "breached_at",
-    "met_at",
-    "met_by",
-)
 
 # One array parameter: the same prepared statement whatever the batch size.
 _TIMERS = select(ConversationSla.__table__).where(
@@ -137,7 +124,7 @@ def claim(now: datetime, limit: int) -> Select[Any]:
 
 def _timer(row: Row[Any]) -> Timer:
     timer = Timer(metric=cast("Metric", row.metric))
-    for name in _TIMER_FIELDS:
+    for name in timers.STORED_FIELDS:
         setattr(timer, name, getattr(row, name))
     return timer
 

@@ -34,19 +34,6 @@ from inbox_service.sla.schemas import ConversationSlaOut, SlaMetricOut
 from inbox_service.sla.timers import METRICS, Metric, Timer, WarnRule
 
 PAUSED_STATUSES = frozenset({"pending", "snoozed"})
-_FIELDS = (
-    "cycle",
-    "target_seconds",
-    "started_at",
-    "consumed_seconds",
-    "running_since",
-    "due_at",
-    "warn_at",
-    "warned_at",
-    "breached_at",
-    "met_at",
-    "met_by",
-)
 
 
 @dataclass
@@ -87,7 +74,7 @@ class Clocks:
 def _timer_of(metric: Metric, row: ConversationSla | None) -> Timer:
     timer = Timer(metric=metric)
     if row is not None:
-        for name in _FIELDS:
+        for name in timers.STORED_FIELDS:
             setattr(timer, name, getattr(row, name))
     return timer
 
@@ -134,7 +121,7 @@ def _save(session: AsyncSession, clocks: Clocks) -> None:
                 conversation_id=conversation.id, metric=metric
             )
             session.add(row)
-        for name in _FIELDS:
+        for name in timers.STORED_FIELDS:
             if getattr(row, name) != getattr(timer, name):
                 setattr(row, name, getattr(timer, name))
         if row.next_alarm_at != timer.next_alarm:

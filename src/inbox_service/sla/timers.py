@@ -44,6 +44,22 @@ class WarnRule:
         return None
 
 
+# The fields of a `Timer` kept in `conversation_slas` (besides the metric).
+STORED_FIELDS = (
+    "cycle",
+    "target_seconds",
+    "started_at",
+    "consumed_seconds",
+    "running_since",
+    "due_at",
+    "warn_at",
+    "warned_at",
+    "breached_at",
+    "met_at",
+    "met_by",
+)
+
+
 @dataclass
 class Timer:
     """The state of one metric's current cycle (the fields of `conversation_slas`)."""

@@ -20,6 +20,7 @@ from inbox_service.sla import hooks
 from inbox_service.sla.jobs import tick
 from inbox_service.sla.models import ConversationSla
 from tests.conftest import Team
+from tests.rules.support import make_rule
 from tests.sla.support import create_policy, metric, receive
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # the FixedClock's start, a Monday
@@ -124,6 +125,23 @@ class TestDueTimes:
         await patch(client, cid, {"priority": "low"}, team)  # no targets for low
         first = metric(await conversation(client, cid, team), "first_response")
         assert (first["target_seconds"], first["due_at"], first["status"]) == (None, None, "ok")
+
+    async def test_a_rule_raising_the_priority_retargets_the_running_clock(
+        self, client: httpx.AsyncClient, db: SessionMaker, team: Team, clock: FixedClock
+    ) -> None:
+        await create_policy(client, team.admin_headers, inbox_ids=[team.inbox_a])
+        await make_rule(client, team.admin_headers, keywords=["outage"], priority="urgent")
+        first_id, cid = await arrive(db, team.inbox_a, NOW)
+        clock.set(t(5))
+        _, same = await arrive(
+            db, team.inbox_a, t(5), in_reply_to=first_id, subject="Re: now a total outage"
+        )
+        assert same == cid
+        body = await conversation(client, cid, team)
+        assert body["priority"] == "urgent"
+        first = metric(body, "first_response")
+        # The urgent target (15 min) from the start of the cycle, not a fresh clock.
+        assert (first["target_seconds"], datetime.fromisoformat(first["due_at"])) == (900, t(15))
 
     async def test_policy_change_recomputes_running_clocks(
         self, client: httpx.AsyncClient, db: SessionMaker, team: Team, clock: FixedClock

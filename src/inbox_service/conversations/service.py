@@ -286,8 +286,6 @@ async def update_conversation(
         )
         changed = True
     if patch.priority is not None and patch.priority != conversation.priority:
-        previous = conversation.priority
-        conversation.priority = patch.priority
         # A person's choice: rules never change it afterwards (rules/engine.py).
         conversation.priority_source = {
             "type": "user",
@@ -297,23 +295,38 @@ async def update_conversation(
         }
         if not changed:
             _bump(conversation, now)
-        await activity.record(
-            session,
-            conversation,
-            "priority_changed",
-            actor_id=actor_id,
-            now=now,
-            data={
-                "previous_priority": previous,
-                "priority": patch.priority,
-                "priority_source": conversation.priority_source,
-            },
-            event=EventType.CONVERSATION_PRIORITY_CHANGED,
-        )
-        await sla_hooks.on_priority_changed(session, conversation)
+        await change_priority(session, conversation, patch.priority, actor_id=actor_id, now=now)
     await session.flush()
     await session.refresh(conversation, ["priority_rank"])
     return conversation
+
+
+async def change_priority(
+    session: AsyncSession,
+    conversation: Conversation,
+    priority: str,
+    *,
+    actor_id: str | None,
+    now: datetime,
+) -> None:
+    """Set `priority` (the caller has set `priority_source` and the version) with its
+    timeline entry and event; running SLA cycles take the new priority's targets."""
+    previous = conversation.priority
+    conversation.priority = priority
+    await activity.record(
+        session,
+        conversation,
+        "priority_changed",
+        actor_id=actor_id,
+        now=now,
+        data={
+            "previous_priority": previous,
+            "priority": priority,
+            "priority_source": conversation.priority_source,
+        },
+        event=EventType.CONVERSATION_PRIORITY_CHANGED,
+    )
+    await sla_hooks.on_priority_changed(session, conversation)
 
 
 def _bump(conversation: Conversation, now: datetime) -> None:

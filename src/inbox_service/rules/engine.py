@@ -22,13 +22,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inbox_service.conversations import activity, queries, tags
+from inbox_service.conversations import service as conversations
 from inbox_service.conversations.models import Conversation, Tag
-from inbox_service.core.events import EventType
 from inbox_service.core.ids import new_id
 from inbox_service.ingest.htmlsafe import html_to_text
 from inbox_service.rules.matcher import RANK, Evaluation, Mail, Matcher, RuleSpec
 from inbox_service.rules.models import PriorityRule, PriorityRulesRevision
-from inbox_service.sla import hooks as sla_hooks
 
 _cached: tuple[str, Matcher] | None = None
 
@@ -185,25 +184,11 @@ async def apply(
     if source_changes:
         conversation.priority_source = dict(target.source) if target.source else None
     if priority_changes:
-        previous = conversation.priority
-        conversation.priority = target.priority
         conversation.version += 1
         conversation.updated_at = now
-        await activity.record(
-            session,
-            conversation,
-            "priority_changed",
-            actor_id=None,
-            now=now,
-            data={
-                "previous_priority": previous,
-                "priority": target.priority,
-                "priority_source": conversation.priority_source,
-            },
-            event=EventType.CONVERSATION_PRIORITY_CHANGED,
+        await conversations.change_priority(
+            session, conversation, target.priority, actor_id=None, now=now
         )
-        # Running SLA cycles take the new priority's targets (ingest and reapply alike).
-        await sla_hooks.on_priority_changed(session, conversation)
     if new_tags:
         await _ensure_tags(session, new_tags, now)
         for name in new_tags:

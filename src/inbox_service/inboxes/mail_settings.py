@@ -24,6 +24,11 @@ Folder = Annotated[
 ]
 
 
+def security_of(stored: str | None) -> Security:
+    """A stored security setting as the API names it (anything unknown is plain)."""
+    return "ssl" if stored == "ssl" else "starttls" if stored == "starttls" else "none"
+
+
 def default_port(security: str) -> int:
     """IMAP's port: 993 for implicit TLS, 143 otherwise (plain or STARTTLS)."""
     return 993 if security == "ssl" else 143
@@ -69,7 +74,7 @@ class ImapSettingsOut(BaseModel):
 def imap_settings_out(inbox: Inbox) -> ImapSettingsOut | None:
     if not inbox.imap_host:
         return None
-    security = inbox.imap_security if inbox.imap_security in ("ssl", "starttls") else "none"
+    security = security_of(inbox.imap_security)
     return ImapSettingsOut(
         host=inbox.imap_host,
         port=inbox.imap_port or default_port(security),
@@ -173,7 +178,7 @@ class SmtpSettingsOut(BaseModel):
 def smtp_settings_out(inbox: Inbox) -> SmtpSettingsOut | None:
     if not inbox.smtp_host:
         return None
-    security = inbox.smtp_security if inbox.smtp_security in ("ssl", "starttls") else "none"
+    security = security_of(inbox.smtp_security)
     return SmtpSettingsOut(
         host=inbox.smtp_host,
         port=inbox.smtp_port or default_smtp_port(security),

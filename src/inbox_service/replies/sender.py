@@ -35,7 +35,7 @@ from inbox_service.alerts import service as alerts_service
 from inbox_service.core.clock import Clock
 from inbox_service.core.crypto import CredentialCipher
 from inbox_service.core.db import SessionMaker, transaction
-from inbox_service.inboxes.mail_settings import default_smtp_port
+from inbox_service.inboxes.mail_settings import smtp_settings_out
 from inbox_service.inboxes.models import Inbox
 from inbox_service.ingest.imap import ImapError, ImapSession
 from inbox_service.ingest.status import imap_settings_of
@@ -153,7 +153,8 @@ class ReplySender:
     def _prepare(self, reply: Reply, inbox: Inbox | None) -> Claimed:
         recipients = [r["address"] for r in (*reply.to, *reply.cc)]
         target, error = None, None
-        if inbox is None or not inbox.smtp_host:
+        settings = smtp_settings_out(inbox) if inbox is not None else None
+        if inbox is None or settings is None:
             error = "the inbox has no SMTP settings any more"
         else:
             password = None
@@ -166,12 +167,11 @@ class ReplySender:
                     password = self.cipher.decrypt(inbox.smtp_secret_encrypted)
             except ValueError as exc:
                 error = str(exc)
-            security = inbox.smtp_security if inbox.smtp_security in ("ssl", "starttls") else "none"
             target = smtp.SmtpTarget(
-                host=inbox.smtp_host,
-                port=inbox.smtp_port or default_smtp_port(security),
-                security=security,  # type: ignore[arg-type]
-                username=inbox.smtp_username,
+                host=settings.host,
+                port=settings.port,
+                security=settings.security,
+                username=settings.username,
                 password=password,
                 timeout=self.config.smtp_timeout,
             )

@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,6 +61,7 @@ from typing import Any
 
 import aioimaplib
 import asyncpg
+from common import Stopped, descendants, on_sigterm, say, timed
 
 from inbox_service.core.db import plain_dsn
 
@@ -76,26 +77,6 @@ POLL_SECONDS = 0.2
 # -- small helpers ----------------------------------------------------------------------------
 
 
-def say(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-class Stopped(BaseException):
-    """SIGTERM: unwind like Ctrl-C so every cleanup runs."""
-
-
-def _on_sigterm(_signum: int, _frame: object) -> None:
-    raise Stopped
-
-
-@contextlib.contextmanager
-def timed(label: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    say(f"  {label}: {time.perf_counter() - start:.1f} s")
-
-
 # -- processes and memory ---------------------------------------------------------------------
 
 
@@ -109,28 +90,6 @@ def _status_kb(pid: int, key: str) -> int:
     except (OSError, ValueError):
         pass
     return 0
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of `pid` (the forkserver and the parse processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def _role(pid: int, worker: int) -> str:
@@ -838,7 +797,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if not dovecot_available():
         raise SystemExit("dovecot is not installed (apt-get install dovecot-imapd)")
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with `&`
     tmp = Path(tempfile.mkdtemp(prefix="inbox-bench-"))
     with contextlib.ExitStack() as stack:

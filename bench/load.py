@@ -38,7 +38,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from common import Stopped, free_port, load_average, on_sigterm, percentile, say, stop_process, tail
 
 from inbox_service.core.db import plain_dsn
 
@@ -66,56 +66,6 @@ MIX = {
     "POST /v1/conversations/{id}/assign": 15,
     "POST /v1/conversations/{id}/notes": 10,
 }
-
-
-def say(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-class Stopped(BaseException):
-    """SIGTERM: unwind like Ctrl-C so every cleanup runs."""
-
-
-def _on_sigterm(_signum: int, _frame: object) -> None:
-    raise Stopped
-
-
-def load_average() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (5 min {five:.2f}) on {os.cpu_count()} CPUs"
-
-
-def tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "<no log>"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
-def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 # -- the SMTP sink ------------------------------------------------------------------------------
@@ -587,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if not dovecot_available():
         raise SystemExit("dovecot is not installed (apt-get install dovecot-imapd)")
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     tmp = Path(tempfile.mkdtemp(prefix="inbox-bench-load-"))
     with contextlib.ExitStack() as stack:

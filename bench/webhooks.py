@@ -53,17 +53,30 @@ import os
 import pstats
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
+
+from common import (
+    Stopped,
+    cpu_ticks,
+    descendants,
+    free_port,
+    load_average,
+    on_sigterm,
+    percentile,
+    say,
+    stop_process,
+    tail,
+    timed,
+)
 
 from inbox_service.core.db import plain_dsn
 
@@ -78,85 +91,6 @@ RECORDS = "/_records"  # receiver: every record so far as JSON, then forget them
 COUNT = "/_count"  # receiver: how many requests it has recorded
 
 # -- small helpers ----------------------------------------------------------------------------
-
-
-def say(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-class Stopped(BaseException):
-    """SIGTERM: unwind like Ctrl-C so every cleanup runs."""
-
-
-def _on_sigterm(_signum: int, _frame: object) -> None:
-    raise Stopped
-
-
-@contextlib.contextmanager
-def timed(label: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    say(f"  {label}: {time.perf_counter() - start:.1f} s")
-
-
-def load_average() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (5 min {five:.2f}) on {os.cpu_count()} CPUs"
-
-
-def tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    if not sorted_values:
-        return math.nan
-    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
-    return sorted_values[index]
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def cpu_ticks(pids: Sequence[int]) -> int:
-    """utime + stime of the processes, in clock ticks (0 for the ones gone)."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
 
 
 class CpuWatch:
@@ -182,22 +116,6 @@ class CpuWatch:
         return ", ".join(
             f"{name} {(end[name] - self._start[name]) / hz / wall:.2f}" for name in self.groups
         )
-
-
-def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
-    """SIGTERM, wait, SIGKILL; then whatever is left of its process group (it was started in
-    a session of its own, so the group id is its pid and holds nothing else)."""
-    if process is None:
-        return
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def check(ok: bool) -> str:
@@ -964,7 +882,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from inbox_service.embedded_pg import EmbeddedPostgres
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with `&`
     tmp = Path(tempfile.mkdtemp(prefix="inbox-bench-webhooks-"))
     with contextlib.ExitStack() as stack:

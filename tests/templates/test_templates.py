@@ -16,6 +16,7 @@ from inbox_service.templates.catalog import CATALOG
 from inbox_service.templates.render import TemplateProblem
 from tests.conftest import Team
 from tests.replies.conftest import ingest
+from tests.sla.support import create_policy
 
 MAIL = (
     b"From: Ana Maria Silva <ana@customer.test>\r\nTo: support@example.com\r\n"
@@ -236,6 +237,20 @@ class TestRender:
         assert lines["conversation.expected_response"] == ""
         assert lines["csat.url"] == ""
         assert out["empty_variables"] == ["conversation.expected_response", "csat.url"]
+
+    async def test_expected_response_is_the_inbox_policys_first_response_target(
+        self, client: AsyncClient, team: Team, conversation_id: str
+    ) -> None:
+        await create_policy(client, team.admin_headers, inbox_ids=[team.inbox_a])
+        created = await create(client, team, body="within {{ conversation.expected_response }}")
+        response = await client.post(
+            f"/v1/templates/{created['id']}/render",
+            json={"conversation_id": conversation_id},
+            headers=team.agent_headers,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["body"] == "within 1 hour"  # normal priority: 3600 s
+        assert response.json()["empty_variables"] == []
 
     async def test_fallbacks_fill_missing_values(
         self, client: AsyncClient, team: Team, conversation_id: str

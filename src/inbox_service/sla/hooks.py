@@ -4,13 +4,13 @@ with the conversation's row lock held (see `sla.service` for the lock order)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inbox_service.conversations.models import Conversation
-from inbox_service.sla import service
+from inbox_service.sla import policies, service
 
 # Ingest: ("customer" | "team") message stored on a conversation, at its received time.
 MessageSignal = tuple[Conversation, Literal["customer", "team"], datetime]
@@ -45,3 +45,15 @@ async def on_status_changed(
 async def on_priority_changed(session: AsyncSession, conversation: Conversation) -> None:
     """After `conversation.priority` changed (by a person or a rule): new targets apply."""
     await service.priority_changed(session, conversation)
+
+
+async def first_response_estimate(
+    session: AsyncSession, conversation: Conversation
+) -> timedelta | None:
+    """The inbox policy's first-response target at the conversation's priority (business
+    time), for "we answer within …" in acknowledgements; None without one."""
+    policy = await policies.policy_of_inbox(session, conversation.inbox_id)
+    if policy is None:
+        return None
+    seconds = policies.target_of(policy, conversation.priority, "first_response")
+    return timedelta(seconds=seconds) if seconds else None

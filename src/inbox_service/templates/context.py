@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,12 +37,9 @@ def human_duration(delta: timedelta) -> str:
 
 
 async def expected_response(session: AsyncSession, conversation: Conversation) -> str:
-    """From the SLA policy, when the SLA domain offers an estimate (`first_response_estimate`)."""
-    estimate: Any = getattr(sla_hooks, "first_response_estimate", None)
-    if estimate is None:
-        return ""
-    delta = await estimate(session, conversation)
-    return human_duration(delta) if isinstance(delta, timedelta) else ""
+    """The first-response target of the inbox's SLA policy; empty without one."""
+    delta = await sla_hooks.first_response_estimate(session, conversation)
+    return human_duration(delta) if delta is not None else ""
 
 
 async def build(

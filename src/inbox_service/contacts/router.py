@@ -64,6 +64,7 @@ async def list_contact_conversations(
     contact_id: str,
     session: Session,
     caller: CurrentCaller,
+    clock: CurrentClock,
     page: PageParamsDep,
     sort: Sort = "newest",
 ) -> Response:
@@ -71,5 +72,7 @@ async def list_contact_conversations(
     contact = await service.get_visible(session, caller, contact_id)
     filters = queries.Filters(contact_id=contact.id)
     rows, next_cursor = await queries.list_conversations(session, caller, filters, sort, page)
-    body = await conversations_service.conversation_page_json(session, rows, next_cursor)
+    body = await conversations_service.conversation_page_json(
+        session, rows, next_cursor, now=clock.now()
+    )
     return Response(body, media_type="application/json")

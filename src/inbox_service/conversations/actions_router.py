@@ -75,7 +75,7 @@ async def tag_conversation(
     await tags.tag_conversation(
         session, conversation, body.name, actor_id=caller.user_id, now=clock.now()
     )
-    return await service.conversation_out(session, conversation)
+    return await service.conversation_out(session, conversation, now=clock.now())
 
 
 @router.delete(
@@ -94,7 +94,7 @@ async def untag_conversation(
     await tags.untag_conversation(
         session, conversation, tag, actor_id=caller.user_id, now=clock.now()
     )
-    return await service.conversation_out(session, conversation)
+    return await service.conversation_out(session, conversation, now=clock.now())
 
 
 @router.post(
@@ -147,7 +147,7 @@ async def assign_conversation(
     await assign.assign(
         session, conversation, body.assignee_id, actor_id=caller.user_id, now=clock.now()
     )
-    return await service.conversation_out(session, conversation)
+    return await service.conversation_out(session, conversation, now=clock.now())
 
 
 @router.post(
@@ -182,7 +182,7 @@ async def merge_conversation(
     }
     target, source = locked[conversation_id], locked[body.source_id]
     await merge.merge(session, target, source, actor_id=caller.user_id, now=clock.now())
-    return await service.conversation_out(session, target)
+    return await service.conversation_out(session, target, now=clock.now())
 
 
 @router.post(
@@ -206,4 +206,4 @@ async def split_conversation(
     new = await merge.split(
         session, conversation, body.message_id, actor_id=caller.user_id, now=clock.now()
     )
-    return await service.conversation_out(session, new)
+    return await service.conversation_out(session, new, now=clock.now())

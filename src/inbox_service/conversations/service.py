@@ -23,7 +23,6 @@ from inbox_service.conversations.schemas import (
     TimelineEntry,
 )
 from inbox_service.core.auth import Caller
-from inbox_service.core.clock import SystemClock
 from inbox_service.core.errors import Invalid, NotFound
 from inbox_service.core.events import EventType
 from inbox_service.core.pagination import PageParams, decode_cursor, encode_cursor, keyset_page
@@ -125,11 +124,11 @@ async def conversations_out(
     session: AsyncSession,
     rows: Sequence[tuple[Conversation, Contact | None]],
     *,
-    now: datetime | None = None,
+    now: datetime,
 ) -> list[ConversationOut]:
     """`now` (the request's clock) is what SLA status and time left are computed at."""
     tags = await queries.tags_of(session, [c.id for c, _ in rows])
-    slas = await sla_service.views(session, [c.id for c, _ in rows], now=now or SystemClock().now())
+    slas = await sla_service.views(session, [c.id for c, _ in rows], now=now)
     return [
         ConversationOut(
             id=c.id,
@@ -161,7 +160,7 @@ async def conversation_page_json(
     rows: Sequence[queries.ListRow],
     next_cursor: str | None,
     *,
-    now: datetime | None = None,
+    now: datetime,
 ) -> bytes:
     """A `ConversationPage` as JSON, built from `queries.list_conversations` rows.
 
@@ -170,9 +169,7 @@ async def conversation_page_json(
     values come from typed columns. Tests compare each item with `conversation_out`.
     """
     tags = await queries.tags_of(session, [row[0] for row in rows])
-    slas = await sla_service.views(
-        session, [row[0] for row in rows], now=now or SystemClock().now()
-    )
+    slas = await sla_service.views(session, [row[0] for row in rows], now=now)
     items = []
     # Unpacked in the order list_conversations gives: reading a Row's fields by name costs
     # more than building the whole page.
@@ -229,7 +226,7 @@ async def conversation_page_json(
 
 
 async def conversation_out(
-    session: AsyncSession, conversation: Conversation, *, now: datetime | None = None
+    session: AsyncSession, conversation: Conversation, *, now: datetime
 ) -> ConversationOut:
     contact = (
         await session.get(Contact, conversation.contact_id) if conversation.contact_id else None

@@ -302,6 +302,56 @@ class TestTick:
         assert sorted(a.kind for a in alerts) == ["sla_breached", "sla_warning"]
         assert {a.data["metric"] for a in alerts} == {"first_response"}
 
+    async def test_a_late_tick_announces_every_due_metric_of_a_conversation_in_order(
+        self, client: httpx.AsyncClient, db: SessionMaker, team: Team, clock: FixedClock
+    ) -> None:
+        """A worker down for nine hours: both metrics of one conversation are past due,
+        each warned then breached, in one tick, with the conversation in every event."""
+        await create_policy(client, team.admin_headers, inbox_ids=[team.inbox_a])
+        _, cid = await arrive(db, team.inbox_a, NOW, subject="Printer on fire")
+        _, other = await arrive(db, team.inbox_a, t(10))
+        clock.set(t(9 * 60))
+        assert await tick(db, clock) == 8
+        assert await tick(db, clock) == 0
+        async with transaction(db) as session:
+            events = list(
+                await session.scalars(
+                    select(Event).where(Event.conversation_id == cid).order_by(Event.id)
+                )
+            )
+            alerts = list(await session.scalars(select(Alert).where(Alert.conversation_id == cid)))
+        announced = [(e.type, e.data["metric"]) for e in events if e.type.startswith("sla.")]
+        # Each metric's warning comes before its breach.
+        for name in ("first_response", "resolution"):
+            mine = [kind for kind, metric_name in announced if metric_name == name]
+            assert mine == ["sla.warning", "sla.breached"]
+        for event in events:
+            assert event.data["conversation"]["id"] == cid
+            assert event.data["conversation"]["subject"] == "Printer on fire"
+            assert event.inbox_id == team.inbox_a
+        assert Counter((a.kind, a.data["metric"], a.inbox_id) for a in alerts) == Counter(
+            {
+                ("sla_warning", "first_response", team.inbox_a): 1,
+                ("sla_breached", "first_response", team.inbox_a): 1,
+                ("sla_warning", "resolution", team.inbox_a): 1,
+                ("sla_breached", "resolution", team.inbox_a): 1,
+            }
+        )
+        assert all(a.message.startswith("SLA ") and "Printer on fire" in a.message for a in alerts)
+        detail = await conversation(client, cid, team)
+        assert {m["metric"]: m["status"] for m in detail["sla"]["metrics"]} == {
+            "first_response": "breached",
+            "resolution": "breached",
+        }
+        assert await sla_events(db, other) == Counter(
+            {
+                ("sla.warning", "first_response", 1): 1,
+                ("sla.breached", "first_response", 1): 1,
+                ("sla.warning", "resolution", 1): 1,
+                ("sla.breached", "resolution", 1): 1,
+            }
+        )
+
     async def test_a_reply_before_due_means_no_breach(
         self, client: httpx.AsyncClient, db: SessionMaker, team: Team, clock: FixedClock
     ) -> None:

@@ -38,9 +38,9 @@ class Alert(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     inbox_id: Mapped[str | None] = mapped_column(ForeignKey("inboxes.id", ondelete="CASCADE"))
-    conversation_id: Mapped[str | None] = mapped_column(
-        ForeignKey("conversations.id", ondelete="CASCADE")
-    )
+    # No foreign key: an alert about a conversation names its inbox too, whose cascade
+    # takes it (conversations go only with their inbox); the SLA tick writes them in bulk.
+    conversation_id: Mapped[str | None] = mapped_column(String(40))
     message: Mapped[str] = mapped_column(String(500))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[datetime] = mapped_column()

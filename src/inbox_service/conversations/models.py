@@ -320,7 +320,9 @@ class Activity(Base):
     __table_args__ = (Index("ix_activities_conversation", "conversation_id", "created_at", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    # No foreign key: a conversation goes only with its inbox, whose cascade takes its
+    # activities, and the SLA tick writes a thousand of them at a time (per-row checks).
+    conversation_id: Mapped[str] = mapped_column(String(40))
     inbox_id: Mapped[str] = mapped_column(ForeignKey("inboxes.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(32))
     actor_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

@@ -14,8 +14,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from pydantic_core import to_json
-from sqlalchemy import Row, Select, String, any_, bindparam, func, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Row, Select, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inbox_service.conversations.activity import conversation_summary
@@ -24,7 +23,7 @@ from inbox_service.core.events import EventType
 from inbox_service.core.ids import new_id
 from inbox_service.sla import policies, timers
 from inbox_service.sla.models import ConversationSla
-from inbox_service.sla.timers import Metric, Timer
+from inbox_service.sla.timers import Timer
 
 _c = Conversation.__table__.c
 _s = ConversationSla.__table__.c
@@ -47,163 +46,133 @@ _CLAIMED = (
     _c.merged_into_id,
 )
 
-# One array parameter: the same prepared statement whatever the batch size.
-_TIMERS = select(ConversationSla.__table__).where(
-    _s.conversation_id == any_(bindparam("ids", type_=ARRAY(String())))
-)
-# One statement for the whole batch, the new values as parallel arrays: the timers that
-# fired are marked and their next alarm moves on (NULL: nothing left to announce).
-_MARK = text(
-    """
-    UPDATE conversation_slas AS s
-       SET warned_at = v.warned_at, breached_at = v.breached_at, next_alarm_at = v.next_at
-      FROM unnest(CAST(:cids AS text[]), CAST(:metrics AS text[]),
-                  CAST(:warned AS timestamptz[]), CAST(:breached AS timestamptz[]),
-                  CAST(:next_at AS timestamptz[]))
-           AS v(cid, metric, warned_at, breached_at, next_at)
-     WHERE s.conversation_id = v.cid AND s.metric = v.metric
-    """
-)
+# Where a claimed row's due timer begins: its metric, then a `Timer`'s fields in order.
+_TIMER_AT = len(_CLAIMED)
 
-
-# The announcements, one statement per table for the batch; JSON is encoded here once
-# (pydantic-core), not per value by the driver's type processing.
-_ADD_ACTIVITIES = text(
+# All the tick's writes in one statement, its values in two JSON documents (one round
+# trip; encoding a thousand values per column as driver arrays cost more than the writes):
+# the timers that fired are marked and their next alarm moves on (NULL: nothing left to
+# announce); each alarm becomes an activity, an event and an alert, in alarm order.
+_WRITE = text(
     """
-    INSERT INTO activities (conversation_id, inbox_id, kind, data, created_at)
-    SELECT v.cid, v.inbox_id, v.kind, v.data, :now
-      FROM unnest(CAST(:cids AS text[]), CAST(:inbox_ids AS text[]), CAST(:kinds AS text[]),
-                  CAST(:data AS jsonb[])) AS v(cid, inbox_id, kind, data)
-    """
-)
-_ADD_EVENTS = text(
-    """
-    INSERT INTO events (type, inbox_id, conversation_id, data, created_at)
-    SELECT v.type, v.inbox_id, v.cid, v.data, :now
-      FROM unnest(CAST(:types AS text[]), CAST(:inbox_ids AS text[]), CAST(:cids AS text[]),
-                  CAST(:payloads AS jsonb[])) AS v(type, inbox_id, cid, data)
-    """
-)
-_ADD_ALERTS = text(
-    """
+    WITH marked AS (
+        UPDATE conversation_slas AS s
+           SET warned_at = m.warned_at, breached_at = m.breached_at,
+               next_alarm_at = m.next_alarm_at
+          FROM jsonb_to_recordset(CAST(:marks AS jsonb))
+               AS m(conversation_id text, metric text, warned_at timestamptz,
+                    breached_at timestamptz, next_alarm_at timestamptz)
+         WHERE s.conversation_id = m.conversation_id AND s.metric = m.metric
+    ), fired AS MATERIALIZED (
+        SELECT *
+          FROM ROWS FROM (
+                   jsonb_to_recordset(CAST(:alarms AS jsonb))
+                   AS (conversation_id text, inbox_id text, kind text, type text,
+                       data jsonb, payload jsonb, alert_id text, message text)
+               ) WITH ORDINALITY
+               AS f(conversation_id, inbox_id, kind, type, data, payload, alert_id, message, n)
+    ), activities_added AS (
+        INSERT INTO activities (conversation_id, inbox_id, kind, data, created_at)
+        SELECT conversation_id, inbox_id, kind, data, :now FROM fired ORDER BY n
+    ), events_added AS (
+        INSERT INTO events (type, inbox_id, conversation_id, data, created_at)
+        SELECT type, inbox_id, conversation_id, payload, :now FROM fired ORDER BY n
+    )
     INSERT INTO alerts (id, kind, inbox_id, conversation_id, message, data, created_at)
-    SELECT v.id, v.kind, v.inbox_id, v.cid, v.message, v.data, :now
-      FROM unnest(CAST(:alert_ids AS text[]), CAST(:kinds AS text[]),
-                  CAST(:inbox_ids AS text[]), CAST(:cids AS text[]),
-                  CAST(:messages AS text[]), CAST(:data AS jsonb[]))
-           AS v(id, kind, inbox_id, cid, message, data)
+    SELECT alert_id, kind, inbox_id, conversation_id, message, data, :now FROM fired ORDER BY n
     """
 )
+
+
+# Per alarm: the activity's and alert's kind, the event's type, and the alert's wording.
+_ANNOUNCED: dict[timers.Alarm, tuple[str, str, str]] = {
+    "warning": ("sla_warning", EventType.SLA_WARNING.value, "at risk"),
+    "breach": ("sla_breached", EventType.SLA_BREACHED.value, "breached"),
+}
 
 
 def claim(now: datetime, limit: int) -> Select[Any]:
-    """Conversations with a due timer (earliest alarms first, through the partial index on
-    `next_alarm_at`), locked FOR NO KEY UPDATE, skipping rows another worker holds.
+    """The due timers (earliest alarms first, through the partial index on
+    `next_alarm_at`) with their conversations, both locked FOR NO KEY UPDATE, skipping
+    rows another worker holds: one row per due timer.
 
-    The due timers are locked too, SKIP LOCKED, so concurrent ticks take different ones
+    Locking the due timers, SKIP LOCKED, makes concurrent ticks take different ones
     instead of all finding the same first rows. The tick never waits for a lock here; a
     transaction holding a conversation (PATCH, ingest, a reply) may wait for the tick to
-    commit before it touches that conversation's timers, never the other way round. The
-    timers are read again after the claim (a new snapshot, under the locks), so one
-    another worker announced meanwhile shows as announced."""
+    commit before it touches that conversation's timers, never the other way round. A
+    locked row is read as last committed, so a timer another worker announced meanwhile
+    is no longer due, and one a writer changed is seen changed."""
     due = (
-        select(_s.conversation_id)
+        select(_s.conversation_id, _s.metric, *(_s[name] for name in timers.STORED_FIELDS))
         .where(_s.next_alarm_at <= now)
         .order_by(_s.next_alarm_at)
         .limit(limit)
         .with_for_update(skip_locked=True, key_share=True)
+        .cte("due")
     )
     return (
-        select(*_CLAIMED)
-        # ARRAY(...) runs once, first; the conversations are then found by primary key
-        # (never a scan of the table, however the planner weighs a small one).
-        .where(_c.id == any_(func.array(due.scalar_subquery())))
-        .with_for_update(skip_locked=True, key_share=True)
+        select(*_CLAIMED, *(column for column in due.c if column.key != "conversation_id"))
+        .join_from(Conversation.__table__, due, _c.id == due.c.conversation_id)
+        .with_for_update(of=Conversation.__table__, skip_locked=True, key_share=True)
     )
-
-
-def _timer(row: Row[Any]) -> Timer:
-    timer = Timer(metric=cast("Metric", row.metric))
-    for name in timers.STORED_FIELDS:
-        setattr(timer, name, getattr(row, name))
-    return timer
 
 
 async def fire(session: AsyncSession, claimed: Sequence[Row[Any]], *, now: datetime) -> int:
-    """Announce what is due by `now` on the claimed (locked) conversations; the count."""
+    """Announce the alarms due by `now` of the claimed (locked) timers; the count."""
     if not claimed:
         return 0
-    ids = [row.id for row in claimed]
-    by_conversation: dict[str, list[Timer]] = {}
-    for row in await session.execute(_TIMERS, {"ids": ids}):
-        by_conversation.setdefault(row.conversation_id, []).append(_timer(row))
     found = await policies.policies_by_id(
         session, {row.sla_policy_id for row in claimed if row.sla_policy_id}
     )
-    # Column arrays of the announcements: one value per alarm in each.
-    cids: list[str] = []
-    inbox_ids: list[str] = []
-    kinds: list[str] = []
-    types: list[str] = []
-    data: list[str] = []
-    payloads: list[str] = []
-    messages: list[str] = []
-    marks: dict[str, list[Any]] = {
-        "cids": [],
-        "metrics": [],
-        "warned": [],
-        "breached": [],
-        "next_at": [],
-    }
-    for conversation in claimed:
-        policy = found.get(conversation.sla_policy_id or "")
-        if conversation.merged_into_id is not None:  # its mail lives on in the target
+    marks: list[dict[str, Any]] = []
+    announced: list[dict[str, Any]] = []
+    summaries: dict[str, dict[str, Any]] = {}
+    for row in claimed:  # a due timer and its conversation
+        timer = Timer(*row[_TIMER_AT:])
+        policy = found.get(row.sla_policy_id or "")
+        if row.merged_into_id is not None:  # its mail lives on in the target
             policy = None
-        summary: dict[str, Any] | None = None
-        for timer in by_conversation.get(conversation.id, []):
-            # Without a policy (deleted under it, or merged away) nothing is announced:
-            # silence the timer.
-            fired = timers.alarms_due(timer, now) if policy is not None else []
-            if not fired and policy is not None:
-                continue
-            marks["cids"].append(conversation.id)
-            marks["metrics"].append(timer.metric)
-            marks["warned"].append(timer.warned_at)
-            marks["breached"].append(timer.breached_at)
-            marks["next_at"].append(timer.next_alarm if policy is not None else None)
-            summary = summary or conversation_summary(cast("Conversation", conversation))
-            for alarm in fired:
-                kind = "sla_warning" if alarm == "warning" else "sla_breached"
-                details = {
-                    "metric": timer.metric,
-                    "cycle": timer.cycle,
-                    "policy_id": conversation.sla_policy_id,
-                    "due_at": timer.due_at.isoformat() if timer.due_at else None,
-                    "warn_at": timer.warn_at.isoformat() if timer.warn_at else None,
-                }
-                what = "breached" if alarm == "breach" else "at risk"
-                cids.append(conversation.id)
-                inbox_ids.append(conversation.inbox_id)
-                kinds.append(kind)
-                types.append(
-                    (EventType.SLA_WARNING if alarm == "warning" else EventType.SLA_BREACHED).value
-                )
-                data.append(to_json(details).decode())
-                payloads.append(
-                    to_json({"conversation": summary, "actor": None, **details}).decode()
-                )
-                messages.append(
-                    f"SLA {timer.metric.replace('_', ' ')} {what}: {conversation.subject}"[:500]
-                )
-    if marks["cids"]:
-        await session.execute(_MARK, marks)
-    if cids:
-        where = {"now": now, "cids": cids, "inbox_ids": inbox_ids}
-        await session.execute(_ADD_ACTIVITIES, {**where, "kinds": kinds, "data": data})
-        await session.execute(_ADD_EVENTS, {**where, "types": types, "payloads": payloads})
-        alert_ids = [new_id("alr") for _ in cids]
-        await session.execute(
-            _ADD_ALERTS,
-            {**where, "alert_ids": alert_ids, "kinds": kinds, "messages": messages, "data": data},
+        # Without a policy (deleted under it, or merged away) nothing is announced:
+        # silence the timer.
+        fired = timers.alarms_due(timer, now) if policy is not None else []
+        if not fired and policy is not None:
+            continue
+        marks.append(
+            {
+                "conversation_id": row.id,
+                "metric": timer.metric,
+                "warned_at": timer.warned_at,
+                "breached_at": timer.breached_at,
+                "next_alarm_at": timer.next_alarm if policy is not None else None,
+            }
         )
-    return len(cids)
+        summary = summaries.get(row.id)
+        if summary is None:
+            summary = summaries[row.id] = conversation_summary(cast("Conversation", row))
+        for alarm in fired:
+            kind, event_type, what = _ANNOUNCED[alarm]
+            details = {
+                "metric": timer.metric,
+                "cycle": timer.cycle,
+                "policy_id": row.sla_policy_id,
+                "due_at": timer.due_at.isoformat() if timer.due_at else None,
+                "warn_at": timer.warn_at.isoformat() if timer.warn_at else None,
+            }
+            announced.append(
+                {
+                    "conversation_id": row.id,
+                    "inbox_id": row.inbox_id,
+                    "kind": kind,
+                    "type": event_type,
+                    "data": details,
+                    "payload": {"conversation": summary, "actor": None, **details},
+                    "alert_id": new_id("alr"),
+                    "message": f"SLA {timer.metric.replace('_', ' ')} {what}: {row.subject}"[:500],
+                }
+            )
+    if marks:
+        await session.execute(
+            _WRITE,
+            {"now": now, "marks": to_json(marks).decode(), "alarms": to_json(announced).decode()},
+        )
+    return len(announced)

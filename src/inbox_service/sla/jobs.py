@@ -1,7 +1,7 @@
 """The SLA timer tick: announce the warnings and breaches that came due.
 
 `conversation_slas.next_alarm_at` is each timer's next alarm (NULL: none), indexed where
-set. A tick claims the conversations of the due timers, in alarm order, with FOR NO KEY
+set. A tick claims the due timers and their conversations, in alarm order, with FOR NO KEY
 UPDATE SKIP LOCKED (the claim the snooze wake-ups use too), fires their alarms and moves
 `next_alarm_at` on, all in one transaction. Another worker skips the rows being handled
 and, after the commit, finds them announced, so each alarm is announced once per

@@ -72,6 +72,9 @@ def create_app(
             statement_timeout_ms=settings.api_statement_timeout_ms,
         )
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.read_sessionmaker = create_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         try:
             yield
         finally:
@@ -95,7 +98,7 @@ def create_app(
     )
     app.state.stream_hub = StreamHub(plain_dsn(settings.database_url))
     if sessionmaker is not None:
-        app.state.sessionmaker = sessionmaker
+        app.state.sessionmaker = app.state.read_sessionmaker = sessionmaker
 
     install_handlers(app)
     install_log_redaction()

@@ -11,17 +11,23 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from inbox_service.app import create_app
 from inbox_service.conversations import queries
 from inbox_service.conversations.models import Conversation, ConversationTag, Message, Tag
 from inbox_service.conversations.schemas import ConversationPage
+from inbox_service.core.clock import FixedClock
+from inbox_service.core.config import Settings
 from inbox_service.core.db import SessionMaker, transaction
 from inbox_service.core.ids import new_id
 from inbox_service.ingest.mime import parse_message
 from inbox_service.ingest.store import InboxContext, Incoming, store_batch
-from tests.conftest import Team
+from inbox_service.users.models import ApiKey
+from tests.conftest import CommittedDb, Team
+from tests.support.factories import make_inbox, make_key, make_user
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # the FixedClock's start
 _seq = itertools.count(1)
@@ -699,3 +705,59 @@ class TestConversationScoping:
             assert response.status_code == 200
             assert response.json()["subject"] == "Subject of c1"
             assert response.json()["tags"] == ["Billing"]
+
+
+class TestDeployedReadPath:
+    """The list as `serve` wires it: an engine of its own, reads without a transaction."""
+
+    async def test_a_page_is_one_round_trip_with_no_begin_and_key_use_is_recorded(
+        self, committed_db: CommittedDb, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async with transaction(committed_db.sessionmaker) as session:
+            agent = await make_user(session)
+            key = await make_key(session, agent)
+            inbox = await make_inbox(session, members=(agent,))
+            billing = await converse(session, inbox.id, subject="Invoice twice")
+            await tag(session, billing, "Billing")
+            await tag(session, billing, "angry")
+            await converse(session, inbox.id, subject="Untagged", at=NOW)
+        begins: list[object] = []
+        statements: list[str] = []
+        start_transaction = AsyncAdapt_asyncpg_connection._start_transaction
+
+        async def counting_begin(connection: AsyncAdapt_asyncpg_connection) -> None:
+            await start_transaction(connection)
+            if connection._transaction is not None:  # BEGIN was sent (not AUTOCOMMIT)
+                begins.append(connection)
+
+        def count_statement(*args: Any) -> None:
+            statements.append(args[2])
+
+        settings = Settings(database_url=committed_db.url, rate_limit_per_minute=0)
+        app = create_app(settings, clock=FixedClock(NOW))
+        headers = {"Authorization": f"Bearer {key}"}
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                # The first request connects, checks the key and records its use.
+                first = await client.get("/v1/conversations", headers=headers)
+                assert first.status_code == 200, first.text
+                monkeypatch.setattr(
+                    AsyncAdapt_asyncpg_connection, "_start_transaction", counting_begin
+                )
+                engine = app.state.sessionmaker.kw["bind"]
+                event.listen(engine.sync_engine, "before_cursor_execute", count_statement)
+                response = await client.get("/v1/conversations", headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json() == first.json()
+        assert [(c["subject"], c["tags"]) for c in response.json()["items"]] == [
+            ("Untagged", []),
+            ("Invoice twice", ["angry", "Billing"]),
+        ]
+        assert begins == []  # no BEGIN, hence no COMMIT either
+        assert len(statements) == 1, statements  # the page with its tags (the key: cached)
+        async with committed_db.sessionmaker() as session:
+            used = await session.scalar(
+                select(ApiKey.last_used_at).where(ApiKey.user_id == agent.id)
+            )
+        assert used == NOW  # written on its own by the first request, committed

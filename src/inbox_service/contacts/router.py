@@ -9,7 +9,14 @@ from inbox_service.contacts.schemas import ContactOut, ContactPage, ContactPatch
 from inbox_service.conversations import queries
 from inbox_service.conversations import service as conversations_service
 from inbox_service.conversations.schemas import ConversationPage, Sort
-from inbox_service.core.deps import CurrentCaller, CurrentClock, IfMatch, Session
+from inbox_service.core.deps import (
+    CurrentCaller,
+    CurrentClock,
+    IfMatch,
+    ReadCaller,
+    ReadSession,
+    Session,
+)
 from inbox_service.core.errors import problems
 from inbox_service.core.etag import check_if_match, set_etag
 from inbox_service.core.pagination import PageParamsDep
@@ -62,8 +69,8 @@ async def update_contact(
 @router.get("/{contact_id}/conversations", response_model=ConversationPage, responses=problems(404))
 async def list_contact_conversations(
     contact_id: str,
-    session: Session,
-    caller: CurrentCaller,
+    session: ReadSession,
+    caller: ReadCaller,
     clock: CurrentClock,
     page: PageParamsDep,
     sort: Sort = "newest",

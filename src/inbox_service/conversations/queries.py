@@ -71,8 +71,9 @@ INFINITY: ColumnElement[datetime] = literal_column("'infinity'::timestamptz")
 # accurate for the common words, and walks for those; for the others it counts.
 SEARCH_WALK_MIN_MATCHES = 10_000
 
-# What a list row shows (ConversationOut's fields) and the sort keys, in this order; the
-# contact's columns are joined to the page once it is cut (see _statement).
+# What a list row shows (ConversationOut's fields), the sort keys and whether it has SLA
+# clocks, in this order; the contact's columns are joined to the page once it is cut, and
+# the tag names follow (see _statement).
 _PAGE_COLUMNS = (
     "id",
     "inbox_id",
@@ -93,6 +94,7 @@ _PAGE_COLUMNS = (
     "version",
     "priority_rank",
     "sla_due_at",
+    "sla_policy_id",
 )
 
 ListRow: TypeAlias = Row[*tuple[Any, ...]]
@@ -262,6 +264,14 @@ def _statement(shape: _Shape) -> Select[Any]:
         contact.email.label("contact_email"),
         contact.name.label("contact_name"),
     ]
+    # Each row's tag names come in the same round trip.
+    tag_names = (
+        select(_tags.c.name)
+        .join(_conversation_tags, _conversation_tags.c.tag_id == _tags.c.id)
+        .where(_conversation_tags.c.conversation_id == cut.c.id)
+        .order_by(func.lower(_tags.c.name))
+    )
+    listed.append(func.array(tag_names.scalar_subquery()).label("tags"))
     return (
         select(*listed)
         .select_from(cut.outerjoin(_contacts, contact.id == cut.c.contact_id))
@@ -308,7 +318,7 @@ async def list_conversations(
     now: datetime | None = None,
 ) -> tuple[Sequence[ListRow], str | None]:
     """A page of the conversations `caller` may see: rows of the page columns, with the
-    contact's `contact_email` and `contact_name` after `contact_id`."""
+    contact's `contact_email` and `contact_name` after `contact_id`, then `tags`."""
     after = _cursor_values(sort, page.cursor) if page.cursor is not None else None
     scope: Literal["all", "none", "some"] = "all"
     if caller.inbox_ids is not None:

@@ -17,7 +17,14 @@ from inbox_service.conversations.schemas import (
     Status,
     TimelinePage,
 )
-from inbox_service.core.deps import CurrentCaller, CurrentClock, IfMatch, Session
+from inbox_service.core.deps import (
+    CurrentCaller,
+    CurrentClock,
+    IfMatch,
+    ReadCaller,
+    ReadSession,
+    Session,
+)
 from inbox_service.core.errors import problems
 from inbox_service.core.etag import check_if_match, set_etag
 from inbox_service.core.pagination import PageParamsDep
@@ -30,8 +37,8 @@ router = APIRouter(
 
 @router.get("", response_model=ConversationPage)
 async def list_conversations(
-    session: Session,
-    caller: CurrentCaller,
+    session: ReadSession,
+    caller: ReadCaller,
     clock: CurrentClock,
     page: PageParamsDep,
     inbox_id: str | None = None,

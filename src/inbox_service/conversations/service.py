@@ -168,8 +168,10 @@ async def conversation_page_json(
     writes the datetimes), without building and validating 50 models per request: the
     values come from typed columns. Tests compare each item with `conversation_out`.
     """
-    tags = await queries.tags_of(session, [row[0] for row in rows])
-    slas = await sla_service.views(session, [row[0] for row in rows], now=now)
+    # Clocks only where a policy applies: a page without any needs no second query.
+    slas = await sla_service.views(
+        session, [row.id for row in rows if row.sla_policy_id is not None], now=now
+    )
     items = []
     # Unpacked in the order list_conversations gives: reading a Row's fields by name costs
     # more than building the whole page.
@@ -195,6 +197,8 @@ async def conversation_page_json(
         version,
         _priority_rank,
         _sla_due_at,
+        _sla_policy_id,
+        tags,
     ) in rows:
         contact = None
         if contact_id is not None:
@@ -211,7 +215,7 @@ async def conversation_page_json(
                 "contact": contact,
                 "snippet": snippet,
                 "message_count": message_count,
-                "tags": tags.get(id_, []),
+                "tags": tags,
                 "last_message_at": last_message_at,
                 "waiting_since": waiting_since,
                 "snoozed_until": snoozed_until,

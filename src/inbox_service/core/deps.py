@@ -25,7 +25,24 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(_session, scope="function")]
 
 
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessionmaker: SessionMaker = request.app.state.read_sessionmaker
+    async with sessionmaker() as session:
+        yield session
+
+
+# For routes that only read: each statement commits on its own (AUTOCOMMIT), so there is
+# no BEGIN and COMMIT to wait for. Under READ COMMITTED every statement reads a snapshot
+# of its own anyway; what a transaction would add is two round trips.
+ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
+
+
 async def _caller(request: Request, session: Session) -> Caller:
+    authenticate: Authenticator = request.app.state.authenticate
+    return await authenticate(session, request)
+
+
+async def _read_caller(request: Request, session: ReadSession) -> Caller:
     authenticate: Authenticator = request.app.state.authenticate
     return await authenticate(session, request)
 
@@ -42,6 +59,8 @@ async def _settings(request: Request) -> Settings:
 
 
 CurrentCaller = Annotated[Caller, Depends(_caller)]
+# The caller of a ReadSession route, authenticated on that session (one connection).
+ReadCaller = Annotated[Caller, Depends(_read_caller)]
 CurrentClock = Annotated[Clock, Depends(_clock)]
 CurrentSettings = Annotated[Settings, Depends(_settings)]
 IfMatch = Annotated[

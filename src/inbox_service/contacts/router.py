@@ -2,21 +2,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from inbox_service.contacts import service
 from inbox_service.contacts.schemas import ContactOut, ContactPage, ContactPatch
 from inbox_service.conversations import queries
 from inbox_service.conversations import service as conversations_service
 from inbox_service.conversations.schemas import ConversationPage, Sort
-from inbox_service.core.deps import (
-    CurrentCaller,
-    CurrentClock,
-    IfMatch,
-    ReadCaller,
-    ReadSession,
-    Session,
-)
+from inbox_service.core.deps import CurrentCaller, CurrentClock, IfMatch, Session, reading
 from inbox_service.core.errors import problems
 from inbox_service.core.etag import check_if_match, set_etag
 from inbox_service.core.pagination import PageParamsDep
@@ -69,17 +62,17 @@ async def update_contact(
 @router.get("/{contact_id}/conversations", response_model=ConversationPage, responses=problems(404))
 async def list_contact_conversations(
     contact_id: str,
-    session: ReadSession,
-    caller: ReadCaller,
+    request: Request,
     clock: CurrentClock,
     page: PageParamsDep,
     sort: Sort = "newest",
 ) -> Response:
     """The contact's conversations in your inboxes."""
-    contact = await service.get_visible(session, caller, contact_id)
-    filters = queries.Filters(contact_id=contact.id)
-    rows, next_cursor = await queries.list_conversations(session, caller, filters, sort, page)
-    body = await conversations_service.conversation_page_json(
-        session, rows, next_cursor, now=clock.now()
-    )
+    async with reading(request) as (session, caller):
+        contact = await service.get_visible(session, caller, contact_id)
+        filters = queries.Filters(contact_id=contact.id)
+        rows, next_cursor = await queries.list_conversations(session, caller, filters, sort, page)
+        body = await conversations_service.conversation_page_json(
+            session, rows, next_cursor, now=clock.now()
+        )
     return Response(body, media_type="application/json")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from inbox_service.conversations import queries, service
 from inbox_service.conversations.schemas import (
@@ -17,14 +17,7 @@ from inbox_service.conversations.schemas import (
     Status,
     TimelinePage,
 )
-from inbox_service.core.deps import (
-    CurrentCaller,
-    CurrentClock,
-    IfMatch,
-    ReadCaller,
-    ReadSession,
-    Session,
-)
+from inbox_service.core.deps import CurrentCaller, CurrentClock, IfMatch, Session, reading
 from inbox_service.core.errors import problems
 from inbox_service.core.etag import check_if_match, set_etag
 from inbox_service.core.pagination import PageParamsDep
@@ -37,8 +30,7 @@ router = APIRouter(
 
 @router.get("", response_model=ConversationPage)
 async def list_conversations(
-    session: ReadSession,
-    caller: ReadCaller,
+    request: Request,
     clock: CurrentClock,
     page: PageParamsDep,
     inbox_id: str | None = None,
@@ -77,12 +69,13 @@ async def list_conversations(
         sla=sla,
     )
     now = clock.now()
-    rows, next_cursor = await queries.list_conversations(
-        session, caller, filters, sort, page, now=now
-    )
-    # Rendered straight from the rows (validating 50 models cost more than the query);
-    # `response_model` still documents the shape.
-    body = await service.conversation_page_json(session, rows, next_cursor, now=now)
+    async with reading(request) as (session, caller):
+        rows, next_cursor = await queries.list_conversations(
+            session, caller, filters, sort, page, now=now
+        )
+        # Rendered straight from the rows (validating 50 models cost more than the
+        # query); `response_model` still documents the shape.
+        body = await service.conversation_page_json(session, rows, next_cursor, now=now)
     return Response(body, media_type="application/json")
 
 

@@ -196,8 +196,11 @@ async def test_the_api_keeps_its_documented_contract_under_fuzzing(
             "20261202",
             "--request-timeout",
             "10",
+            # One thread: CPython 3.11.7's AST module keeps its recursion depth in state the
+            # threads share, so Hypothesis describing a lambda (ast.parse) in two threads at
+            # once fails now and then with "AST constructor recursion depth mismatch".
             "--workers",
-            "2",
+            "1",
             "--no-shrink",
             "--output-truncate",
             "true",

@@ -1,4 +1,5 @@
-"""What the benchmarks share: output, timing, free ports, percentiles, processes and their CPU.
+"""What the benchmarks share: output, timing, a throwaway PostgreSQL, free ports, percentiles,
+processes and their CPU.
 
 The scripts run as `uv run python bench/<name>.py`, so this folder is on `sys.path` and
 they import this module as `common`.
@@ -9,13 +10,19 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inbox_service.embedded_pg import EmbeddedPostgres
 
 
 def say(line: str = "") -> None:
@@ -36,6 +43,23 @@ def timed(label: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     say(f"  {label}: {time.perf_counter() - start:.1f} s")
+
+
+@contextlib.contextmanager
+def throwaway_postgres(name: str, *, keep: bool = False) -> Iterator[tuple[Path, EmbeddedPostgres]]:
+    """A temp dir `inbox-bench-<name>-…` with a fast=True PostgreSQL in `pg/` (not started),
+    stopped at the end and the dir removed, unless `keep`."""
+    from inbox_service.embedded_pg import EmbeddedPostgres
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"inbox-bench-{name}-"))
+    with contextlib.ExitStack() as stack:
+        if keep:
+            stack.callback(say, f"\nkept {tmp}")
+        else:
+            stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        pg = EmbeddedPostgres(tmp / "pg", fast=True)
+        stack.callback(pg.stop)
+        yield tmp, pg
 
 
 def load_average() -> str:

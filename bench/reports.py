@@ -25,36 +25,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import random
 import re
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from common import load_average, say, throwaway_postgres
 
 TARGET_S = 1.0
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 START = NOW - timedelta(days=90)
 INBOXES = 10
 AGENTS = 20
-
-
-def say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {os.cpu_count()} cores"
 
 
 async def setup(url: str) -> tuple[list[str], list[str]]:
@@ -360,7 +348,7 @@ async def measure(url: str, inbox_ids: list[str], agent_id: str, repeat: int) ->
     admin = Caller(user_id="admin", role="admin", inbox_ids=None)
     agent = Caller(user_id=agent_id, role="agent", inbox_ids=frozenset(inbox_ids[:3]))
     figures: dict[str, float] = {}
-    say(f"\n[3] summary over 90 days ({load()})")
+    say(f"\n[3] summary over 90 days ({load_average()})")
     for who, caller in (("admin", admin), ("agent of 3 inboxes", agent)):
         scope = service.window(caller, date_from=START, date_to=NOW, inbox_id=None, now=NOW)
         groupings: tuple[GroupBy | None, ...] = (None, "agent", "inbox", "day", "tag")
@@ -380,7 +368,7 @@ async def measure(url: str, inbox_ids: list[str], agent_id: str, repeat: int) ->
                 f"{(out.totals.first_response.median_seconds or 0) / 60:.0f} min, "
                 f"CSAT {out.totals.csat.average or 0:.2f} of {out.totals.csat.responses:,})"
             )
-    say(f"    ({load()})")
+    say(f"    ({load_average()})")
 
     say("\n[4] EXPLAIN (ANALYZE, BUFFERS) of the totals query (admin)")
     scope = service.window(admin, date_from=START, date_to=NOW, inbox_id=None, now=NOW)
@@ -407,16 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support.factories
 
     from inbox_service.core.migrations import upgrade
-    from inbox_service.embedded_pg import EmbeddedPostgres
 
-    tmp = Path(tempfile.mkdtemp(prefix="inbox-bench-reports-"))
-    with contextlib.ExitStack() as stack:
-        if args.keep:
-            stack.callback(say, f"\nkept {tmp}")
-        else:
-            stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-        pg = EmbeddedPostgres(tmp / "pg", fast=True)
-        stack.callback(pg.stop)
+    with throwaway_postgres("reports", keep=args.keep) as (tmp, pg):
         say(f"[1] PostgreSQL (fast=True) in {tmp}")
         pg.start()
         url = pg.url()
@@ -429,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
         say(
             f"  slowest summary: {worst * 1000:.0f} ms "
             f"(target <= {TARGET_S * 1000:.0f} ms: {'ok' if worst <= TARGET_S else 'MISS'}); "
-            f"{load()}"
+            f"{load_average()}"
         )
 
 

@@ -41,6 +41,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import say
+
 from inbox_service.ingest.mime import parse_message
 from inbox_service.rules.matcher import RANK, Mail, Matcher, RuleSpec, nfc
 
@@ -57,11 +59,6 @@ REAL_PHRASES = (
     "emergency", "deadline",
 )  # fmt: skip
 EXCLUSIONS = ("not urgent", "no rush", "newsletter", "unsubscribe", "out of office")
-
-
-def say(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 def pseudo_word(rnd: random.Random) -> str:

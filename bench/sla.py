@@ -33,17 +33,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from common import say, throwaway_postgres
 
 TARGET_MS = 100.0
 SHARED_BUFFERS = "1GB"
@@ -59,11 +58,6 @@ PREWARMED = (
     "alerts",
 )
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-def say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def ms(seconds: float) -> str:
@@ -206,7 +200,7 @@ def _plan_nodes(plan: dict[str, Any]) -> list[str]:
     return [node, *(n for child in plan.get("Plans", []) for n in _plan_nodes(child))]
 
 
-async def measure(url: str, inbox_id: str, repeat: int, ticks: int) -> dict[str, Any]:
+async def measure(url: str, inbox_id: str, repeat: int, ticks: int, due: int) -> dict[str, Any]:
     from sqlalchemy import text
     from sqlalchemy.dialects import postgresql
 
@@ -219,7 +213,7 @@ async def measure(url: str, inbox_id: str, repeat: int, ticks: int) -> dict[str,
 
     engine = create_engine(url, pool_size=2)
     sessionmaker = create_sessionmaker(engine)
-    claim = jobs.due_conversations(NOW, jobs.TICK_BATCH)
+    claim = jobs.due_conversations(NOW, due)
     compiled = claim.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
     figures: dict[str, Any] = {}
 
@@ -258,7 +252,7 @@ async def measure(url: str, inbox_id: str, repeat: int, ticks: int) -> dict[str,
         tick_ms: list[float] = []
         for _ in range(ticks):
             started = time.perf_counter()
-            fired.append(await jobs.tick(sessionmaker, clock))
+            fired.append(await jobs.tick(sessionmaker, clock, due))
             tick_ms.append((time.perf_counter() - started) * 1000)
         say(
             f"[4] {ticks} whole ticks, {label} (activity + event + alert per alarm, one "
@@ -278,7 +272,7 @@ async def measure(url: str, inbox_id: str, repeat: int, ticks: int) -> dict[str,
             {"names": list(PREWARMED)},
         )
     warm = await run_ticks("warm cache")
-    figures["again"] = await jobs.tick(sessionmaker, clock)
+    figures["again"] = await jobs.tick(sessionmaker, clock, due)
     figures["fired"] = fired
     figures["first_ms"], figures["cold_ms"] = cold[0], statistics.median(cold[1:])
     figures["tick_ms"] = statistics.median(warm)
@@ -356,16 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support.factories
 
     from inbox_service.core.migrations import upgrade
-    from inbox_service.embedded_pg import EmbeddedPostgres
 
-    tmp = Path(tempfile.mkdtemp(prefix="inbox-bench-sla-"))
-    with contextlib.ExitStack() as stack:
-        if args.keep:
-            stack.callback(say, f"\nkept {tmp}")
-        else:
-            stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-        pg = EmbeddedPostgres(tmp / "pg", fast=True)
-        stack.callback(pg.stop)
+    with throwaway_postgres("sla", keep=args.keep) as (tmp, pg):
         say(f"[1] PostgreSQL (fast=True, shared_buffers {SHARED_BUFFERS}) in {tmp}")
         pg.start()
         url = pg.url()
@@ -375,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
         inbox_id, _ = asyncio.run(seed(url, args.n, backlog))
         pg.stop()
         pg.start()  # with the shared_buffers the seeding set, and nothing in them
-        figures = asyncio.run(measure(pg.url(), inbox_id, args.repeat, args.ticks))
+        figures = asyncio.run(measure(pg.url(), inbox_id, args.repeat, args.ticks, args.due))
         ok = figures["tick_ms"] <= TARGET_MS
         say("\nsummary")
         say(

@@ -29,11 +29,11 @@ def due_conversations(now: datetime, limit: int = TICK_BATCH) -> Select[Any]:
     return alarms.claim(now, limit)
 
 
-async def tick(sessionmaker: SessionMaker, clock: Clock) -> int:
-    """Fire the alarms due now on up to TICK_BATCH conversations; how many fired."""
+async def tick(sessionmaker: SessionMaker, clock: Clock, limit: int = TICK_BATCH) -> int:
+    """Fire the alarms due now on up to `limit` timers; how many fired."""
     now = clock.now()
     async with transaction(sessionmaker) as session:
-        due = (await session.execute(due_conversations(now, TICK_BATCH))).all()
+        due = (await session.execute(due_conversations(now, limit))).all()
         return await alarms.fire(session, due, now=now)
 
 

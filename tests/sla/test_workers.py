@@ -15,7 +15,6 @@ import signal
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import func, select
 
 from inbox_service.alerts.models import Alert
@@ -136,12 +135,9 @@ async def test_two_workers_announce_each_alarm_once(
     assert (alerts, activities) == (expected, expected)
 
 
-async def test_concurrent_ticks_in_process_announce_each_once(
-    committed_db: CommittedDb, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_concurrent_ticks_in_process_announce_each_once(committed_db: CommittedDb) -> None:
     """Four ticks on their own connections, small batches, all racing over 400 due
     conversations on a FixedClock: 800 alarms, each once, no error."""
-    monkeypatch.setattr(jobs, "TICK_BATCH", 25)
     sm = committed_db.sessionmaker
     start = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
     async with transaction(sm) as session:
@@ -168,7 +164,7 @@ async def test_concurrent_ticks_in_process_announce_each_once(
 
     async def drain() -> int:
         total = 0
-        while (fired := await jobs.tick(sm, clock)) > 0:
+        while (fired := await jobs.tick(sm, clock, limit=25)) > 0:
             total += fired
         return total
 

@@ -1,7 +1,7 @@
 """The tick's work on the rows it claimed: announce each due warning and breach once.
 
 Written with Core statements over plain rows, not ORM objects: a tick handles up to a
-thousand conversations, and loading and flushing that many ORM objects costs ten times the
+thousand timers, and loading and flushing that many ORM objects costs ten times the
 database work. The state changes go through the same `timers.alarms_due` as everywhere.
 Per alarm, in the tick's transaction: the timer marked, an activity (timeline), an event
 (feed, stream, webhooks) and an alert; then the conversation's next alarm moves on.

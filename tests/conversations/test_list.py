@@ -546,25 +546,26 @@ class TestListBadInput:
         assert response.headers["content-type"].startswith("application/problem+json")
 
     @pytest.mark.parametrize(
-        "params",
+        ("params", "loc"),
         [
-            {"status": "closed"},
-            {"status": ["open", "bogus"]},
-            {"priority": "critical"},
-            {"sort": "random"},
-            {"limit": 0},
-            {"limit": 201},
-            {"q": ""},
+            ({"status": "closed"}, ["query", "status", 0]),
+            ({"status": ["open", "bogus"]}, ["query", "status", 1]),
+            ({"priority": "critical"}, ["query", "priority", 0]),
+            ({"sort": "random"}, ["query", "sort"]),
+            ({"limit": 0}, ["query", "limit"]),
+            ({"limit": 201}, ["query", "limit"]),
+            ({"limit": "ten"}, ["query", "limit"]),
+            ({"q": ""}, ["query", "q"]),
         ],
     )
     async def test_unknown_values_are_422(
-        self, client: httpx.AsyncClient, team: Team, params: dict[str, Any]
+        self, client: httpx.AsyncClient, team: Team, params: dict[str, Any], loc: list[Any]
     ) -> None:
         response = await client.get("/v1/conversations", params=params, headers=team.admin_headers)
         assert response.status_code == 422, response.text
         body = response.json()
         assert body["status"] == 422
-        assert body["errors"]
+        assert [error["loc"] for error in body["errors"]] == [loc]
 
     async def test_no_key_is_401(self, client: httpx.AsyncClient) -> None:
         assert (await client.get("/v1/conversations")).status_code == 401

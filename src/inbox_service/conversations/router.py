@@ -7,20 +7,24 @@ from fastapi import APIRouter, Query, Request, Response
 from inbox_service.conversations import queries, service
 from inbox_service.conversations.schemas import (
     ConversationDetailOut,
+    ConversationListQuery,
     ConversationOut,
     ConversationPage,
     ConversationPatch,
     MessagePage,
-    Priority,
-    SlaFilter,
-    Sort,
-    Status,
     TimelinePage,
 )
-from inbox_service.core.deps import CurrentCaller, CurrentClock, IfMatch, Session, reading
+from inbox_service.core.deps import (
+    CurrentCaller,
+    CurrentClock,
+    IfMatch,
+    Session,
+    clock_of,
+    reading,
+)
 from inbox_service.core.errors import problems
 from inbox_service.core.etag import check_if_match, set_etag
-from inbox_service.core.pagination import PageParamsDep
+from inbox_service.core.pagination import PageParams, PageParamsDep
 from inbox_service.presence import service as presence_service
 
 router = APIRouter(
@@ -30,48 +34,24 @@ router = APIRouter(
 
 @router.get("", response_model=ConversationPage)
 async def list_conversations(
-    request: Request,
-    clock: CurrentClock,
-    page: PageParamsDep,
-    inbox_id: str | None = None,
-    status: Annotated[list[Status] | None, Query(description="Repeat for several.")] = None,
-    assignee_id: Annotated[
-        str | None, Query(max_length=40, description="A user id, `me` or `none`.")
-    ] = None,
-    priority: Annotated[list[Priority] | None, Query(description="Repeat for several.")] = None,
-    tag: Annotated[str | None, Query(max_length=64)] = None,
-    contact_id: str | None = None,
-    q: Annotated[
-        str | None,
-        Query(min_length=1, max_length=200, description="Words in subjects, bodies, addresses."),
-    ] = None,
-    sla: Annotated[
-        SlaFilter | None,
-        Query(description="at_risk: inside a warning lead; breached: past an SLA due time."),
-    ] = None,
-    sort: Annotated[
-        Sort,
-        Query(
-            description="newest / oldest (last activity), waiting_longest (on us), "
-            "priority (then waiting time), sla_due (earliest SLA due time first)."
-        ),
-    ] = "newest",
+    request: Request, query: Annotated[ConversationListQuery, Query()]
 ) -> Response:
     """The conversations you can see, filtered and sorted, a page at a time."""
     filters = queries.Filters(
-        inbox_id=inbox_id,
-        status=tuple(status or ()),
-        assignee=assignee_id,
-        priority=tuple(priority or ()),
-        tag=tag,
-        contact_id=contact_id,
-        q=q,
-        sla=sla,
+        inbox_id=query.inbox_id,
+        status=tuple(query.status or ()),
+        assignee=query.assignee_id,
+        priority=tuple(query.priority or ()),
+        tag=query.tag,
+        contact_id=query.contact_id,
+        q=query.q,
+        sla=query.sla,
     )
-    now = clock.now()
+    page = PageParams(limit=query.limit, cursor=query.cursor)
+    now = clock_of(request).now()
     async with reading(request) as (session, caller):
         rows, next_cursor = await queries.list_conversations(
-            session, caller, filters, sort, page, now=now
+            session, caller, filters, query.sort, page, now=now
         )
         # Rendered straight from the rows (validating 50 models cost more than the
         # query); `response_model` still documents the shape.

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from inbox_service.core.inputs import StrictIn
 from inbox_service.core.openapi import named_enum
-from inbox_service.core.pagination import Page
+from inbox_service.core.pagination import Page, PageCursor, PageLimit
 from inbox_service.presence.schemas import PresentUser
 from inbox_service.sla.schemas import ConversationSlaOut
 
@@ -73,6 +73,37 @@ Sort = Annotated[
     named_enum("ConversationSort"),
 ]
 SlaFilter = Annotated[Literal["at_risk", "breached"], named_enum("SlaFilter")]
+
+
+class ConversationListQuery(BaseModel):
+    """`GET /v1/conversations`'s query parameters, validated as one model (FastAPI's
+    per-parameter validation cost a tenth of the CPU of the API's busiest request)."""
+
+    inbox_id: str | None = None
+    status: Annotated[list[Status] | None, Field(description="Repeat for several.")] = None
+    assignee_id: Annotated[
+        str | None, Field(max_length=40, description="A user id, `me` or `none`.")
+    ] = None
+    priority: Annotated[list[Priority] | None, Field(description="Repeat for several.")] = None
+    tag: Annotated[str | None, Field(max_length=64)] = None
+    contact_id: str | None = None
+    q: Annotated[
+        str | None,
+        Field(min_length=1, max_length=200, description="Words in subjects, bodies, addresses."),
+    ] = None
+    sla: Annotated[
+        SlaFilter | None,
+        Field(description="at_risk: inside a warning lead; breached: past an SLA due time."),
+    ] = None
+    sort: Annotated[
+        Sort,
+        Field(
+            description="newest / oldest (last activity), waiting_longest (on us), "
+            "priority (then waiting time), sla_due (earliest SLA due time first)."
+        ),
+    ] = "newest"
+    limit: PageLimit = 50
+    cursor: PageCursor = None
 
 
 class ContactRef(BaseModel):

@@ -45,10 +45,14 @@ async def reading(request: Request) -> AsyncIterator[tuple[AsyncSession, Caller]
         yield session, await authenticate(session, request)
 
 
-# The plain dependencies are `async def`: FastAPI runs a `def` one in a worker thread.
-async def _clock(request: Request) -> Clock:
+def clock_of(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
+
+
+# The plain dependencies are `async def`: FastAPI runs a `def` one in a worker thread.
+async def _clock(request: Request) -> Clock:
+    return clock_of(request)
 
 
 async def _settings(request: Request) -> Settings:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -40,13 +40,26 @@ class PageParams:
     cursor: str | None
 
 
+PageLimit = Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Page size.")]
+PageCursor = Annotated[
+    str | None, Field(max_length=512, description="`next_cursor` of the previous page.")
+]
+
+
+class PageQuery(BaseModel):
+    """The query parameters of a page (a model: validated in one call, not one per field)."""
+
+    limit: PageLimit = 50
+    cursor: PageCursor = None
+
+    def page(self) -> PageParams:
+        return PageParams(limit=self.limit, cursor=self.cursor)
+
+
 async def _page_params(  # async: FastAPI would run a `def` dependency in a worker thread
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 50,
-    cursor: Annotated[
-        str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
-    ] = None,
+    query: Annotated[PageQuery, Query()],
 ) -> PageParams:
-    return PageParams(limit=limit, cursor=cursor)
+    return query.page()
 
 
 PageParamsDep = Annotated[PageParams, Depends(_page_params)]

@@ -52,14 +52,11 @@ class PageQuery(BaseModel):
     limit: PageLimit = 50
     cursor: PageCursor = None
 
-    def page(self) -> PageParams:
-        return PageParams(limit=self.limit, cursor=self.cursor)
-
 
 async def _page_params(  # async: FastAPI would run a `def` dependency in a worker thread
     query: Annotated[PageQuery, Query()],
 ) -> PageParams:
-    return query.page()
+    return PageParams(limit=query.limit, cursor=query.cursor)
 
 
 PageParamsDep = Annotated[PageParams, Depends(_page_params)]

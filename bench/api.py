@@ -1009,7 +1009,7 @@ class LoadWorker:
 
         scenarios = self.config["scenarios"]
         s = self.rng.choices(scenarios, self.config["weights"])[0]
-        params = [*map(tuple, s["params"]), ("limit", str(PAGE))]
+        params = [*s["params"], ("limit", str(PAGE))]
         cursor = self.cursors.get(s["name"])
         if cursor is not None and self.rng.random() < self.config["follow"]:
             params.append(("cursor", cursor))
@@ -1434,13 +1434,11 @@ async def explain_all(url: str, mix: list[Scenario], show_plans: bool, limit_s: 
                             for row in text[:40]:
                                 say(f"        | {row[0]}")
         # The key check (cached by the API: one request in AUTH_CACHE_SECONDS runs it).
-        s = mix[0]
-        for part in ("auth",):
-            for sql, params in s.statements.get(part, []):
-                raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *params)
-                doc = json.loads(raw)[0]
-                paths, seq, _ = access_paths(doc["Plan"])
-                say(f"  ({part} query): {doc['Execution Time']:.2f} ms; " + "; ".join(paths))
+        for sql, params in mix[0].statements.get("auth", []):
+            raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *params)
+            doc = json.loads(raw)[0]
+            paths, _, _ = access_paths(doc["Plan"])
+            say(f"  (auth query): {doc['Execution Time']:.2f} ms; " + "; ".join(paths))
     finally:
         await conn.close()
     return flagged

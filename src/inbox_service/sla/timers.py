@@ -18,7 +18,7 @@ timers through these functions, so the dry run answers what the timers will do.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Literal
 
@@ -42,22 +42,6 @@ class WarnRule:
         if self.percent is not None:
             return math.ceil(target * self.percent / 100)
         return None
-
-
-# The fields of a `Timer` kept in `conversation_slas` (besides the metric).
-STORED_FIELDS = (
-    "cycle",
-    "target_seconds",
-    "started_at",
-    "consumed_seconds",
-    "running_since",
-    "due_at",
-    "warn_at",
-    "warned_at",
-    "breached_at",
-    "met_at",
-    "met_by",
-)
 
 
 @dataclass
@@ -90,6 +74,11 @@ class Timer:
         if self.warn_at is not None and self.warned_at is None:
             return min(self.warn_at, self.due_at)
         return self.due_at
+
+
+# The fields of a `Timer` kept in `conversation_slas` besides the metric, in the
+# dataclass's order (the tick builds timers from claimed rows positionally).
+STORED_FIELDS = tuple(f.name for f in fields(Timer) if f.name != "metric")
 
 
 def start(

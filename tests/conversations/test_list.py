@@ -556,6 +556,11 @@ class TestListBadInput:
             ({"limit": 201}, ["query", "limit"]),
             ({"limit": "ten"}, ["query", "limit"]),
             ({"q": ""}, ["query", "q"]),
+            ({"q": "x" * 201}, ["query", "q"]),
+            ({"tag": "x" * 65}, ["query", "tag"]),
+            ({"assignee_id": "x" * 41}, ["query", "assignee_id"]),
+            ({"sla": "late"}, ["query", "sla"]),
+            ({"cursor": "x" * 513}, ["query", "cursor"]),
         ],
     )
     async def test_unknown_values_are_422(
